@@ -1,0 +1,281 @@
+# Unit tests for authz.rego. Run with: opa test policies/ -v
+#
+# These use `with input as ...` freely; that is fine under OPA. The embedded
+# engine (regopy) never loads *_test.rego files. Cross-engine cases live in
+# tests/fixtures/policy_decisions.yaml.
+package innominatus.authz_test
+
+import rego.v1
+
+import data.innominatus.authz
+
+# -- input builders ----------------------------------------------------------
+
+user(username, roles) := {
+	"type": "user",
+	"name": sprintf("users/%s", [username]),
+	"username": username,
+	"roles": roles,
+	"teams": ["teams/payments"],
+}
+
+service(name) := {
+	"type": "service",
+	"name": sprintf("services/%s", [name]),
+	"username": "",
+	"roles": [],
+	"teams": [],
+}
+
+peer(name) := {"service": name, "spiffe_id": sprintf("spiffe://innominatus.local/service/%s", [name])}
+
+req(subject, peer_name, permission) := {
+	"subject": subject,
+	"peer": peer(peer_name),
+	"method": "/innominatus.specs.v1.SpecsService/CreateDeployment",
+	"permission": permission,
+	"request": {"name": "checkout"},
+	"resource": {"type": "deployment", "name": "checkout", "environment": "dev", "application": "checkout"},
+}
+
+allowed(inp) if {
+	d := authz.decision with input as inp
+	d.allow == true
+	d.reasons == []
+}
+
+denied_with(inp, reason) if {
+	d := authz.decision with input as inp
+	d.allow == false
+	reason in d.reasons
+}
+
+denied(inp) if {
+	d := authz.decision with input as inp
+	d.allow == false
+	count(d.reasons) > 0
+}
+
+user_permissions := authz.known_permissions - {"audit.append"}
+
+# -- table sanity ------------------------------------------------------------
+
+test_every_role_permission_is_known if {
+	every _, perms in authz.role_permissions {
+		every p in perms {
+			p in authz.known_permissions
+		}
+	}
+}
+
+test_no_role_grants_audit_append if {
+	every _, perms in authz.role_permissions {
+		not "audit.append" in perms
+	}
+}
+
+test_deploy_roles_derived_from_table if {
+	authz.deploy_roles == {"admin", "platform-engineer", "developer"}
+}
+
+# -- admin -------------------------------------------------------------------
+
+test_admin_may_do_every_user_permission if {
+	every p in user_permissions {
+		allowed(req(user("root", ["admin"]), "gateway", p))
+	}
+}
+
+test_admin_may_not_append_audit if {
+	denied_with(
+		req(user("root", ["admin"]), "gateway", "audit.append"),
+		`user "root" may never call "audit.append"; only platform services append to the audit log`,
+	)
+}
+
+# -- platform-engineer ---------------------------------------------------------
+
+test_platform_engineer_grants if {
+	every p in {"teams.update", "apikeys.create", "apikeys.revoke", "deployments.create", "runs.start", "resources.claim"} {
+		allowed(req(user("pat", ["platform-engineer"]), "gateway", p))
+	}
+}
+
+test_platform_engineer_may_not_manage_users_or_create_teams if {
+	denied_with(
+		req(user("pat", ["platform-engineer"]), "gateway", "users.create"),
+		`role "platform-engineer" of user "pat" does not grant "users.create"`,
+	)
+	denied_with(
+		req(user("pat", ["platform-engineer"]), "gateway", "teams.create"),
+		`role "platform-engineer" of user "pat" does not grant "teams.create"`,
+	)
+}
+
+# -- developer -----------------------------------------------------------------
+
+test_developer_grants if {
+	every p in {"deployments.create", "runs.start", "resources.claim", "apikeys.create", "apikeys.revoke"} {
+		allowed(req(user("alice", ["developer"]), "gateway", p))
+	}
+}
+
+test_developer_denials if {
+	every p in {"users.create", "teams.create", "teams.update"} {
+		denied_with(
+			req(user("alice", ["developer"]), "gateway", p),
+			sprintf(`role "developer" of user "alice" does not grant "%s"`, [p]),
+		)
+	}
+}
+
+# -- viewer --------------------------------------------------------------------
+
+test_viewer_has_no_mutations if {
+	every p in user_permissions {
+		denied_with(
+			req(user("bob", ["viewer"]), "gateway", p),
+			sprintf(`role "viewer" of user "bob" does not grant "%s"`, [p]),
+		)
+	}
+}
+
+test_viewer_plus_developer_gets_union if {
+	allowed(req(user("carol", ["viewer", "developer"]), "gateway", "deployments.create"))
+}
+
+test_multi_role_denial_lists_every_role if {
+	d := authz.decision with input as req(user("carol", ["viewer", "developer"]), "gateway", "users.create")
+	d.allow == false
+	d.reasons == [
+		`role "developer" of user "carol" does not grant "users.create"`,
+		`role "viewer" of user "carol" does not grant "users.create"`,
+	]
+}
+
+# -- unknown / missing roles -----------------------------------------------------
+
+test_unknown_role_denied if {
+	denied_with(
+		req(user("mallory", ["superuser"]), "gateway", "deployments.create"),
+		`role "superuser" of user "mallory" is not a known role`,
+	)
+}
+
+test_no_roles_denied if {
+	denied_with(
+		req(user("nobody", []), "gateway", "deployments.create"),
+		`user "nobody" has no roles`,
+	)
+}
+
+test_roles_not_a_list_denied if {
+	inp := json.patch(req(user("odd", []), "gateway", "runs.start"), [{"op": "replace", "path": "/subject/roles", "value": "admin"}])
+	denied_with(inp, `user "odd" has no roles`)
+}
+
+# -- service subjects and audit.append -------------------------------------------
+
+test_audit_writers_may_append if {
+	every s in {"specs", "engine", "resources", "identity", "audit"} {
+		allowed(req(service(s), s, "audit.append"))
+	}
+}
+
+test_gateway_may_not_append_audit if {
+	denied_with(
+		req(service("gateway"), "gateway", "audit.append"),
+		`service peer "gateway" is not an audit writer (allowed: audit, engine, identity, resources, specs)`,
+	)
+}
+
+test_service_name_must_match_peer if {
+	denied_with(
+		req(service("engine"), "specs", "audit.append"),
+		`subject "services/engine" does not match peer service "specs" (expected "services/specs")`,
+	)
+}
+
+test_service_without_peer_denied if {
+	inp := object.remove(req(service("specs"), "specs", "audit.append"), {"peer"})
+	denied(inp)
+}
+
+test_service_may_not_deploy if {
+	denied_with(
+		req(service("specs"), "specs", "deployments.create"),
+		`service "services/specs" is not granted "deployments.create"; services may only call "audit.append"`,
+	)
+}
+
+test_user_never_appends_audit_even_through_audit_writer_peer if {
+	denied_with(
+		req(user("alice", ["admin", "developer"]), "specs", "audit.append"),
+		`user "alice" may never call "audit.append"; only platform services append to the audit log`,
+	)
+}
+
+# -- delegation through specs ------------------------------------------------------
+
+test_specs_delegation_for_deploy_roles if {
+	every role in {"developer", "platform-engineer", "admin"} {
+		every p in {"resources.claim", "runs.start"} {
+			allowed(req(user("dana", [role]), "specs", p))
+		}
+	}
+}
+
+test_specs_delegation_not_for_viewer if {
+	denied_with(
+		req(user("bob", ["viewer"]), "specs", "resources.claim"),
+		`role "viewer" of user "bob" does not grant "resources.claim"`,
+	)
+}
+
+test_specs_delegation_follows_the_table if {
+	# A role that may deploy but lacks runs.start in its own row still gets it via specs.
+	allowed(req(user("erin", ["deployer"]), "specs", "runs.start")) with authz.role_permissions as {"deployer": {"deployments.create"}}
+	denied(req(user("erin", ["deployer"]), "gateway", "runs.start")) with authz.role_permissions as {"deployer": {"deployments.create"}}
+}
+
+# -- malformed input ---------------------------------------------------------------
+
+test_missing_subject_denied if {
+	denied_with(
+		object.remove(req(user("x", ["admin"]), "gateway", "deployments.create"), {"subject"}),
+		"request has no subject (unauthenticated call)",
+	)
+}
+
+test_empty_input_denied if {
+	d := authz.decision with input as {}
+	d.allow == false
+	"request has no subject (unauthenticated call)" in d.reasons
+	"request names no permission" in d.reasons
+}
+
+test_unknown_subject_type_denied if {
+	inp := json.patch(req(user("x", ["admin"]), "gateway", "deployments.create"), [{"op": "replace", "path": "/subject/type", "value": "robot"}])
+	denied_with(inp, `subject type "robot" is not recognised (expected "user" or "service")`)
+}
+
+test_unknown_permission_denied_even_for_admin if {
+	denied_with(
+		req(user("root", ["admin"]), "gateway", "clusters.delete"),
+		`permission "clusters.delete" is not a known permission`,
+	)
+}
+
+test_missing_permission_denied if {
+	denied_with(
+		object.remove(req(user("root", ["admin"]), "gateway", "x"), {"permission"}),
+		"request names no permission",
+	)
+}
+
+test_deny_always_has_a_reason if {
+	# Even if no specific explanation applies, a deny says what was not granted.
+	d := authz.decision with input as req(user("bob", ["viewer"]), "gateway", "runs.start")
+		with authz.refusals as set()
+	d == {"allow": false, "reasons": [`no rule grants "runs.start" to user "bob"`]}
+}
