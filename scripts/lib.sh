@@ -123,9 +123,12 @@ EOF
 }
 
 # as_pg_owner CMD...: run as the OS user that owns the throwaway cluster (postgres when we are root).
+# As root it runs from / (the postgres user may not be allowed into the current directory).
 as_pg_owner() {
-    if is_root; then
-        runuser -u postgres -- "$@"
+    if is_root && command -v runuser >/dev/null; then
+        (cd / && runuser -u postgres -- "$@")
+    elif is_root; then
+        (cd / && su postgres -s /bin/sh -c "$(printf '%q ' "$@")")
     else
         "$@"
     fi
@@ -151,7 +154,7 @@ start_postgres() {
         id postgres >/dev/null 2>&1 || die "running as root but there is no postgres OS user to own the cluster"
         chown postgres: "$PG_RUN_DIR"
         # initdb refuses to run as root; the postgres user must be able to reach the directory.
-        if ! runuser -u postgres -- test -w "$PG_RUN_DIR"; then
+        if ! as_pg_owner test -w "$PG_RUN_DIR"; then
             rm -rf "$PG_RUN_DIR"
             PG_RUN_DIR="$(mktemp -d /tmp/innominatus-pg.XXXXXX)"
             chown postgres: "$PG_RUN_DIR"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import threading
 import uuid
 from dataclasses import dataclass
@@ -79,7 +80,7 @@ class PolicyEngine(Protocol):
         ...
 
 
-def _parse_decision(value: Any, *, engine: str, where: str) -> tuple[bool, tuple[str, ...]]:
+def _parse_decision(value: Any, *, where: str) -> tuple[bool, tuple[str, ...]]:
     """Validate a raw decision document; raise PolicyEngineUnavailable if malformed."""
     if not isinstance(value, dict):
         raise PolicyEngineUnavailable(
@@ -182,7 +183,7 @@ class OpaSidecarPolicyEngine:
                 self._where,
                 f"returned no result for {_DECISION_REF} (is the policy loaded into OPA?)",
             )
-        allow, reasons = _parse_decision(response["result"], engine=self.engine_name, where=self._where)
+        allow, reasons = _parse_decision(response["result"], where=self._where)
         return Decision(
             allow=allow, reasons=reasons, decision_id=str(uuid.uuid4()), engine=self.engine_name
         )
@@ -248,18 +249,23 @@ class EmbeddedRegoPolicyEngine:
 
         files = self._policy_files()
         builder = regopy.Interpreter()
+        builder.log_level = regopy.LogLevel.NONE  # errors are raised, not printed to stdout
+        sources: dict[str, str] = {}
         for path in files:
             name = path.relative_to(self.policy_dir).as_posix()
             try:
-                builder.add_module(name, path.read_text(encoding="utf-8"))
+                sources[name] = path.read_text(encoding="utf-8")
+                builder.add_module(name, sources[name])
             except Exception as exc:
                 raise PolicyEngineUnavailable(
-                    self._where, f"could not load {name}: {_first_line(exc)}"
+                    self._where, f"could not load {name}: {_rego_error_summary(exc, sources)}"
                 ) from exc
         try:
             bundle = builder.build(f"x = {_DECISION_REF}")
         except Exception as exc:
-            raise PolicyEngineUnavailable(self._where, f"could not compile: {_first_line(exc)}") from exc
+            raise PolicyEngineUnavailable(
+                self._where, f"could not compile: {_rego_error_summary(exc, sources)}"
+            ) from exc
         if not bundle.ok():
             raise PolicyEngineUnavailable(self._where, "could not compile the policy bundle")
         self._bundle = bundle
@@ -282,22 +288,25 @@ class EmbeddedRegoPolicyEngine:
             bundle = self._load_locked()
             try:
                 interpreter = regopy.Interpreter()
+                interpreter.log_level = regopy.LogLevel.NONE
                 interpreter.set_input(input)
                 output = interpreter.query_bundle(bundle)
+                ok = output.ok()
+                results = output.results
             except Exception as exc:
                 raise PolicyEngineUnavailable(
-                    self._where, f"failed to evaluate {_DECISION_REF}: {_first_line(exc)}"
+                    self._where, f"failed to evaluate {_DECISION_REF}: {_rego_error_summary(exc, {})}"
                 ) from exc
-            if not output.ok():
-                raise PolicyEngineUnavailable(
-                    self._where, f"failed to evaluate {_DECISION_REF}: {_first_line(str(output))}"
-                )
-            results = output.results
+        if not ok:
+            detail = str(output).strip()
+            if detail in ("", "<error>"):
+                detail = "rego-cpp reported an evaluation error (e.g. a rule with conflicting values)"
+            raise PolicyEngineUnavailable(self._where, f"failed to evaluate {_DECISION_REF}: {detail}")
         if not results or "x" not in results[0].bindings:
             raise PolicyEngineUnavailable(
                 self._where, f"returned no result for {_DECISION_REF} (is package {DECISION_PACKAGE} loaded?)"
             )
-        return _parse_decision(results[0].bindings["x"], engine=self.engine_name, where=self._where)
+        return _parse_decision(results[0].bindings["x"], where=self._where)
 
     async def decide(self, input: dict) -> Decision:  # noqa: A002
         allow, reasons = await asyncio.to_thread(self._decide_sync, input)
@@ -310,17 +319,32 @@ class EmbeddedRegoPolicyEngine:
             self._bundle = None
 
 
-def _first_line(exc: object) -> str:
+_RE_ERROR_AT = re.compile(r"\(error \d+:([^|\s]+)\|(\d+)\|\d+")
+_RE_ERROR_MSG = re.compile(r"\(errormsg \d+:([^\n]*?)\)\s*$", re.MULTILINE)
+
+
+def _rego_error_summary(exc: object, sources: dict[str, str]) -> str:
+    """Turn a rego-cpp error AST into ``file:line:col: message; ...``."""
     text = str(exc).strip()
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if not lines:
-        return type(exc).__name__ if isinstance(exc, BaseException) else "unknown error"
-    # rego-cpp errors are multi-line ASTs; keep the headline plus the message line if any.
-    head = lines[0]
-    for line in lines[1:6]:
-        if "errormsg" in line or line.startswith("--"):
-            return f"{head} {line}"
-    return head if len(lines) == 1 else f"{head} {lines[1]}"
+    messages = _RE_ERROR_MSG.findall(text)
+    if not messages:
+        first = text.splitlines()[0] if text else type(exc).__name__
+        return first
+    locations = _RE_ERROR_AT.findall(text)
+    parts = []
+    for index, message in enumerate(messages):
+        if index < len(locations):
+            name, offset = locations[index][0], int(locations[index][1])
+            source = sources.get(name)
+            if source is not None and offset <= len(source):
+                line = source.count("\n", 0, offset) + 1
+                column = offset - (source.rfind("\n", 0, offset) + 1) + 1
+                parts.append(f"{name}:{line}:{column}: {message}")
+                continue
+            parts.append(f"{name}: {message}")
+        else:
+            parts.append(message)
+    return "; ".join(dict.fromkeys(parts))
 
 
 # ---------------------------------------------------------------------------
