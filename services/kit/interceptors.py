@@ -76,13 +76,25 @@ class _MethodInterceptor(grpc.aio.ServerInterceptor):
             inner_stream = handler.unary_stream
 
             async def stream(request, context):
-                async def start():
-                    return inner_stream(request, context)
+                # Run the inner layers (and the handler up to its first response) inside
+                # this layer's ``around``, so the layers nest as they do for unary calls:
+                # merely creating the inner generator would run the inner checks after
+                # the outer ``around`` (and the request context) had already ended.
+                responses = inner_stream(request, context)
+                first: list = []
 
-                responses = await around(info, request, context, start)
+                async def start():
+                    try:
+                        first.append(await responses.__anext__())
+                    except StopAsyncIteration:
+                        pass
+
                 try:
-                    async for item in responses:
-                        yield item
+                    await around(info, request, context, start)
+                    if first:
+                        yield first[0]
+                        async for item in responses:
+                            yield item
                 except InnominatusError as exc:
                     await context.abort_with_status(exc.to_status())
 
@@ -213,6 +225,12 @@ class AuthenticationInterceptor(_MethodInterceptor):
                 "missing access token: log in with `innominatus login` and send it as 'authorization: Bearer <token>'",
                 reason="TOKEN_MISSING",
             )
+        if info.read_roles and not (ctx.subject and set(ctx.subject.roles) & info.read_roles):
+            raise PermissionDenied(
+                f"{info.name} needs one of the roles {', '.join(sorted(info.read_roles))}",
+                reason="ROLE_REQUIRED",
+                metadata={"roles": ",".join(sorted(info.read_roles))},
+            )
         return await proceed()
 
 
@@ -254,7 +272,10 @@ class PolicyInterceptor(_MethodInterceptor):
         from innominatus.kit.policy import PolicyEngineUnavailable
 
         ctx = reqctx.current()
-        fields = request_as_dict(request)
+        if info.omit_request_from_policy:
+            fields = {"size_bytes": request.ByteSize()}
+        else:
+            fields = request_as_dict(request)
         policy_input = {
             "subject": ctx.subject.as_policy_input() if ctx.subject else None,
             "peer": {"service": ctx.peer.service, "spiffe_id": ctx.peer.spiffe_id} if ctx.peer else None,

@@ -54,7 +54,25 @@ def configure(level: str = "INFO", service: str | None = None) -> None:
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         numeric = logging.INFO
-    logging.basicConfig(stream=sys.stderr, level=numeric, format="%(message)s")
+    # Libraries that log through the standard library (alembic, uvicorn, grpc) get the same
+    # JSON lines, context and redaction.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processor=structlog.processors.JSONRenderer(sort_keys=True),
+            foreign_pre_chain=[
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                _add_request_context,
+                _redact_secrets,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(numeric)
+    logging.getLogger("alembic").setLevel(max(numeric, logging.WARNING))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

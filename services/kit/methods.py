@@ -30,6 +30,8 @@ class MethodInfo:
     callers: frozenset[str]
     anonymous: bool
     service_subject: bool
+    read_roles: frozenset[str]
+    omit_request_from_policy: bool
 
 
 def method_policy(method: descriptor.MethodDescriptor) -> method_policy_pb2.MethodPolicy:
@@ -55,5 +57,7 @@ def describe_service(service: descriptor.ServiceDescriptor) -> dict[str, MethodI
             callers=frozenset(policy.callers) or EXTERNAL_CALLERS,
             anonymous=policy.anonymous,
             service_subject=policy.service_subject,
+            read_roles=frozenset(policy.read_roles),
+            omit_request_from_policy=policy.omit_request_from_policy,
         )
     return table

@@ -108,9 +108,8 @@ class ServiceHost:
         if definition.local_jwks is not None:
             jwks_source = definition.local_jwks(runtime)
         else:
-            identity = peers.stub("identity", identity_pb2_grpc.IdentityServiceStub)
-
             async def jwks_source() -> str:
+                identity = peers.stub("identity", identity_pb2_grpc.IdentityServiceStub)
                 response = await identity.GetJwks(identity_pb2.GetJwksRequest(), timeout=5)
                 return response.jwks_json
 
@@ -138,12 +137,19 @@ class ServiceHost:
         self.port = server.add_secure_port(address, server_credentials(settings.tls))
         await server.start()
         self.server = server
-        for name in ["", *names]:
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        if outbox is not None:
-            audit = peers.stub("audit", audit_pb2_grpc.AuditServiceStub)
+        try:
+            await self._after_listen(runtime, names)
+        except BaseException:
+            await self.stop(grace=0)
+            raise
+        log.info("service started", service=self.name, port=self.port)
+        return self.port
 
+    async def _after_listen(self, runtime: Runtime, names: list[str]) -> None:
+        settings, definition, outbox, peers = self.settings, self.definition, runtime.outbox, runtime.peers
+        if outbox is not None:
             async def ship(events) -> None:
+                audit = peers.stub("audit", audit_pb2_grpc.AuditServiceStub)
                 await audit.AppendEvents(audit_pb2.AppendEventsRequest(events=events), timeout=10)
 
             self.relay = OutboxRelay(outbox, ship, interval=settings.relay_interval_seconds)
@@ -152,8 +158,9 @@ class ServiceHost:
             result = definition.on_start(runtime)
             if asyncio.iscoroutine(result):
                 await result
-        log.info("service started", service=self.name, port=self.port)
-        return self.port
+        # Ready only once start-up work (bootstrap, workers) is done.
+        for name in ["", *names]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
     async def stop(self, grace: float | None = None) -> None:
         grace = self.settings.shutdown_grace_seconds if grace is None else grace

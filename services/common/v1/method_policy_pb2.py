@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)innominatus/common/v1/method_policy.proto\x12\x15innominatus.common.v1\x1a google/protobuf/descriptor.proto\"\x88\x01\n\x0cMethodPolicy\x12\x10\n\x08mutation\x18\x01 \x01(\x08\x12\x12\n\npermission\x18\x02 \x01(\t\x12\x15\n\rresource_type\x18\x03 \x01(\t\x12\x0f\n\x07\x63\x61llers\x18\x04 \x03(\t\x12\x11\n\tanonymous\x18\x05 \x01(\x08\x12\x17\n\x0fservice_subject\x18\x06 \x01(\x08:\\\n\rmethod_policy\x12\x1e.google.protobuf.MethodOptions\x18\xa2\x90\x03 \x01(\x0b\x32#.innominatus.common.v1.MethodPolicyBJZHgithub.com/innominatus/innominatus/gen/go/innominatus/common/v1;commonv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)innominatus/common/v1/method_policy.proto\x12\x15innominatus.common.v1\x1a google/protobuf/descriptor.proto\"\xbe\x01\n\x0cMethodPolicy\x12\x10\n\x08mutation\x18\x01 \x01(\x08\x12\x12\n\npermission\x18\x02 \x01(\t\x12\x15\n\rresource_type\x18\x03 \x01(\t\x12\x0f\n\x07\x63\x61llers\x18\x04 \x03(\t\x12\x11\n\tanonymous\x18\x05 \x01(\x08\x12\x17\n\x0fservice_subject\x18\x06 \x01(\x08\x12\x12\n\nread_roles\x18\x07 \x03(\t\x12 \n\x18omit_request_from_policy\x18\x08 \x01(\x08:\\\n\rmethod_policy\x12\x1e.google.protobuf.MethodOptions\x18\xa2\x90\x03 \x01(\x0b\x32#.innominatus.common.v1.MethodPolicyBJZHgithub.com/innominatus/innominatus/gen/go/innominatus/common/v1;commonv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,5 +34,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'ZHgithub.com/innominatus/innominatus/gen/go/innominatus/common/v1;commonv1'
   _globals['_METHODPOLICY']._serialized_start=103
-  _globals['_METHODPOLICY']._serialized_end=239
+  _globals['_METHODPOLICY']._serialized_end=293
 # @@protoc_insertion_point(module_scope)

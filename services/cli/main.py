@@ -1,0 +1,1040 @@
+"""The `innominatus` command line: a thin client of the REST gateway.
+
+Every command that talks to the platform goes through :mod:`innominatus.cli.client`
+(httpx against the gateway); `validate` runs offline; `up`, `serve` and `migrate` come
+from :mod:`innominatus.cli.platform`. Exit codes are part of the interface (see EPILOG).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+import time
+import uuid
+from typing import Any
+
+from innominatus.cli import credentials, output
+from innominatus.cli.client import (
+    EXIT_AUTH,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    ApiError,
+    Client,
+    segment,
+)
+from innominatus.cli.output import enum, print_fields, print_table, short, when
+
+PROG = "innominatus"
+
+EPILOG = """\
+exit codes:
+  0  success
+  1  the operation failed: validation errors, a failed or cancelled run,
+     a broken audit chain, a rejected request (400/409/429)
+  2  usage error (bad arguments)
+  3  not logged in, or authentication failed (HTTP 401)
+  4  permission denied (HTTP 403, including policy denials)
+  5  not found (HTTP 404)
+  6  server unreachable, or a server error (HTTP 5xx)
+  7  timed out waiting (deploy --wait --timeout)
+
+environment:
+  INNOMINATUS_SERVER      gateway URL (overrides the stored session's server)
+  INNOMINATUS_TOKEN       access token or `inn_` API key, sent as a Bearer token
+  INNOMINATUS_CONFIG_DIR  where credentials.json is kept (default ~/.config/innominatus)
+
+See docs/cli.md for every command with examples.
+"""
+
+TERMINAL_RUN_STATES = {"RUN_STATE_SUCCEEDED", "RUN_STATE_FAILED", "RUN_STATE_CANCELLED"}
+PLATFORM_COMMANDS = {
+    "up": "run the whole platform locally (all services, gateway)",
+    "serve": "run one service",
+    "migrate": "apply database migrations",
+}
+ROLES = {
+    "admin": "ROLE_ADMIN",
+    "platform-engineer": "ROLE_PLATFORM_ENGINEER",
+    "developer": "ROLE_DEVELOPER",
+    "viewer": "ROLE_VIEWER",
+}
+OUTCOMES = {
+    "succeeded": "AUDIT_OUTCOME_SUCCEEDED",
+    "allowed": "AUDIT_OUTCOME_SUCCEEDED",
+    "denied": "AUDIT_OUTCOME_DENIED",
+    "failed": "AUDIT_OUTCOME_FAILED",
+}
+
+
+# -- entry point ------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors
+        return _exit_code(exc.code)
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        result = func(args)
+    except ApiError as exc:
+        for line in exc.lines():
+            print(line, file=sys.stderr)
+        if exc.status == 401:
+            print("hint: run `innominatus login` (or set INNOMINATUS_TOKEN)", file=sys.stderr)
+        return exc.exit_code
+    except credentials.CredentialsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # `innominatus audit export | head`: stop quietly.
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        except OSError:
+            pass
+        return EXIT_FAILED
+    return _exit_code(result)
+
+
+def _exit_code(code: object) -> int:
+    if code is None:
+        return EXIT_OK
+    if isinstance(code, bool):
+        return int(code)
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return EXIT_FAILED
+
+
+# -- parser -----------------------------------------------------------------------------
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="innominatus: Score-native platform orchestrator (CLI for the REST gateway).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    _add_output(parser, top=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    _wire_platform(sub, argv or [])
+
+    # login / logout / whoami
+    p = _leaf(sub, "login", "log in and store a session token")
+    p.add_argument("--server", help="gateway URL (default: INNOMINATUS_SERVER, ./.innominatus/endpoints.json, "
+                   f"else {credentials.DEFAULT_SERVER})")
+    p.add_argument("--username", "-u", help="user name (password read from stdin or prompted)")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    p.add_argument("--api-key", metavar="KEY", help="log in with an API key instead (`-` reads it from stdin)")
+    p.set_defaults(func=cmd_login)
+
+    p = _leaf(sub, "logout", "forget the stored session", fmt=False)
+    p.set_defaults(func=cmd_logout)
+
+    p = _leaf(sub, "whoami", "show the user of the current session")
+    p.set_defaults(func=cmd_whoami)
+
+    # validate (offline)
+    p = _leaf(sub, "validate", "validate Score files offline (no server needed)")
+    p.add_argument("files", nargs="+", metavar="FILE", help="Score files (`-` for stdin)")
+    p.set_defaults(func=cmd_validate)
+
+    # deploy
+    p = _leaf(sub, "deploy", "deploy a Score workload to an environment")
+    p.add_argument("-f", "--file", required=True, help="the Score file (`-` for stdin)")
+    p.add_argument("--env", "-e", required=True, help="target environment, e.g. dev")
+    p.add_argument("--app", "-a", help="application name (default: the workload's metadata.name)")
+    p.add_argument("--wait", "-w", action="store_true", help="follow the run until it finishes")
+    p.add_argument("--timeout", type=_positive_float, default=600.0, metavar="SECONDS",
+                   help="give up waiting after this long (default 600; exit code 7)")
+    p.add_argument("--interval", type=_positive_float, default=1.0, metavar="SECONDS", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_deploy)
+
+    # apps
+    apps = _group(sub, "apps", "applications", aliases=["applications"])
+    p = _leaf(apps, "list", "list applications")
+    p.set_defaults(func=cmd_apps_list)
+    p = _leaf(apps, "get", "show an application and its deployments")
+    p.add_argument("name", metavar="NAME", help="application name (`applications/NAME` or `NAME`)")
+    p.set_defaults(func=cmd_apps_get)
+
+    # runs
+    runs = _group(sub, "runs", "workflow runs")
+    p = _leaf(runs, "list", "list runs, newest first")
+    p.add_argument("--app", "-a", help="only runs of this application")
+    p.add_argument("--limit", type=_positive_int, default=100, help="at most this many (default 100)")
+    p.set_defaults(func=cmd_runs_list)
+    p = _leaf(runs, "get", "show a run and its steps")
+    p.add_argument("name", metavar="NAME", help="run name (`runs/ID` or `ID`)")
+    p.set_defaults(func=cmd_runs_get)
+
+    # users
+    users = _group(sub, "users", "users")
+    p = _leaf(users, "list", "list users")
+    p.set_defaults(func=cmd_users_list)
+    p = _leaf(users, "get", "show a user")
+    p.add_argument("name", metavar="USERNAME", help="user name (`users/NAME` or `NAME`)")
+    p.set_defaults(func=cmd_users_get)
+    p = _leaf(users, "create", "create a user")
+    p.add_argument("--username", "-u", required=True)
+    p.add_argument("--role", "-r", action="append", type=_role, default=[], dest="roles",
+                   help="admin, platform-engineer, developer or viewer (repeatable)")
+    p.add_argument("--display-name")
+    p.add_argument("--password-stdin", action="store_true", help="read the initial password from stdin")
+    p.set_defaults(func=cmd_users_create)
+
+    # teams
+    teams = _group(sub, "teams", "teams")
+    p = _leaf(teams, "list", "list teams")
+    p.set_defaults(func=cmd_teams_list)
+    p = _leaf(teams, "create", "create a team")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--display-name")
+    p.set_defaults(func=cmd_teams_create)
+    p = _leaf(teams, "add-member", "add a user to a team")
+    p.add_argument("team", metavar="TEAM")
+    p.add_argument("user", metavar="USER")
+    p.set_defaults(func=cmd_teams_add_member)
+
+    # apikeys
+    keys = _group(sub, "apikeys", "API keys of the calling user", aliases=["api-keys"])
+    p = _leaf(keys, "list", "list API keys")
+    p.set_defaults(func=cmd_apikeys_list)
+    p = _leaf(keys, "create", "create an API key (the secret is shown once)")
+    p.add_argument("--name", help="a label for the key")
+    p.add_argument("--ttl-days", type=_positive_int, help="lifetime in days (server default: 90)")
+    p.set_defaults(func=cmd_apikeys_create)
+    p = _leaf(keys, "revoke", "revoke an API key")
+    p.add_argument("id", metavar="ID", help="key id (`apikeys/ID` or `ID`)")
+    p.set_defaults(func=cmd_apikeys_revoke)
+
+    # audit
+    audit = _group(sub, "audit", "the tamper-evident audit chain")
+    p = _leaf(audit, "list", "list audit records")
+    _add_audit_filters(p)
+    p.add_argument("--limit", type=_positive_int, default=100, help="at most this many (default 100)")
+    p.set_defaults(func=cmd_audit_list)
+    p = _leaf(audit, "verify", "recompute the hash chain (exit 1 when broken)")
+    p.set_defaults(func=cmd_audit_verify)
+    p = _leaf(audit, "export", "stream every matching record (default output: jsonl)")
+    _add_audit_filters(p)
+    p.set_defaults(func=cmd_audit_export)
+
+    return parser
+
+
+def _add_output(parser: argparse.ArgumentParser, top: bool = False) -> None:
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=output.FORMATS,
+        default=None if top else argparse.SUPPRESS,
+        help="output format: table (default), json, yaml or jsonl",
+    )
+
+
+def _leaf(sub: Any, name: str, help_text: str, fmt: bool = True, **kwargs: Any) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help_text, description=help_text, **kwargs)
+    if fmt:
+        _add_output(p)
+    return p
+
+
+def _group(sub: Any, name: str, help_text: str, aliases: list[str] | None = None) -> Any:
+    p = sub.add_parser(name, help=help_text, description=help_text, aliases=aliases or [])
+    _add_output(p)
+    inner = p.add_subparsers(dest=f"{name}_command", metavar="COMMAND")
+    p.set_defaults(func=lambda args, _p=p: (_p.print_help(sys.stderr), EXIT_USAGE)[1])
+    return inner
+
+
+def _add_audit_filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--actor", help="user name, or service:<name>")
+    p.add_argument("--outcome", type=_outcome, help="succeeded (alias: allowed), denied or failed")
+    p.add_argument("--service", help="the service that handled the mutation, e.g. specs")
+    p.add_argument("--method", help="substring of the gRPC method name")
+    p.add_argument("--since", metavar="RFC3339", help="only records at or after this time")
+    p.add_argument("--until", metavar="RFC3339", help="only records before this time")
+
+
+def _wire_platform(sub: Any, argv: list[str]) -> None:
+    """`up`, `serve`, `migrate` live in innominatus.cli.platform (heavy imports): load it only
+    when one of them is the command; otherwise register light placeholders for --help."""
+    problem: BaseException | None = None
+    if _first_command(argv) in PLATFORM_COMMANDS:
+        try:
+            from innominatus.cli import platform  # noqa: PLC0415
+
+            platform.add_commands(sub)
+        except Exception as exc:  # the module is missing or broken: say so when used
+            problem = exc
+        else:
+            return
+    for name, help_text in PLATFORM_COMMANDS.items():
+        if name in sub.choices:
+            continue
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        p.set_defaults(func=_platform_unavailable(name, problem))
+
+
+def _platform_unavailable(name: str, problem: BaseException | None) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        why = f": {problem}" if problem else ""
+        print(f"error: `innominatus {name}` is not available: innominatus.cli.platform could not be loaded{why}",
+              file=sys.stderr)
+        return EXIT_FAILED
+
+    return run
+
+
+def _first_command(argv: list[str]) -> str | None:
+    skip = False
+    for token in argv:
+        if skip:
+            skip = False
+            continue
+        if token in ("-o", "--output"):
+            skip = True
+            continue
+        if token.startswith("-"):
+            continue
+        return token
+    return None
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("innominatus")
+    except Exception:
+        return "unknown"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return value
+
+
+def _role(text: str) -> str:
+    key = text.strip().lower().replace("_", "-")
+    if key.startswith("role-"):
+        key = key[len("role-"):]
+    if key not in ROLES:
+        raise argparse.ArgumentTypeError(f"unknown role {text!r} (choose from {', '.join(ROLES)})")
+    return ROLES[key]
+
+
+def _outcome(text: str) -> str:
+    key = text.strip().lower()
+    if key.startswith("audit_outcome_"):
+        key = key[len("audit_outcome_"):]
+    if key not in OUTCOMES:
+        raise argparse.ArgumentTypeError(f"unknown outcome {text!r} (choose from {', '.join(OUTCOMES)})")
+    return OUTCOMES[key]
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+def _fmt(args: argparse.Namespace, default: str = "table") -> str:
+    return getattr(args, "output", None) or default
+
+
+def _client(auth: bool = True) -> Client:
+    session = credentials.current_session()
+    if auth:
+        if not session.token:
+            raise ApiError(
+                "not logged in: run `innominatus login` or set INNOMINATUS_TOKEN",
+                exit_code=EXIT_AUTH,
+                reason="NOT_LOGGED_IN",
+            )
+        if session.expired():
+            raise ApiError(
+                f"the session expired at {session.expires_at}: run `innominatus login` again",
+                exit_code=EXIT_AUTH,
+                reason="TOKEN_EXPIRED",
+            )
+    return Client(session.server, session.token if auth else None)
+
+
+def _read_text(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    with open(path, encoding="utf-8") as handle:
+        return handle.read()
+
+
+def _read_secret(prompt: str, from_stdin: bool, what: str) -> str:
+    if from_stdin:
+        secret = sys.stdin.readline().rstrip("\r\n")
+    elif sys.stdin is not None and sys.stdin.isatty():
+        try:
+            secret = getpass.getpass(prompt)
+        except EOFError:
+            secret = ""
+    else:
+        raise ApiError(f"no {what}: pass --password-stdin (stdin is not a terminal)", exit_code=EXIT_USAGE)
+    if not secret:
+        raise ApiError(f"empty {what}", exit_code=EXIT_USAGE)
+    return secret
+
+
+def _roles(user: dict[str, Any]) -> list[str]:
+    return [enum(r).lower().replace("_", "-") for r in user.get("roles") or []]
+
+
+# -- login / logout / whoami ------------------------------------------------------------
+
+
+def cmd_login(args: argparse.Namespace) -> int:
+    server = credentials.normalize_server(args.server) if args.server else credentials.default_server()
+    if args.api_key is not None:
+        if args.username or args.password_stdin:
+            raise ApiError("use either --api-key or --username/--password-stdin, not both", exit_code=EXIT_USAGE)
+        key = sys.stdin.readline().strip() if args.api_key == "-" else args.api_key.strip()
+        if not key:
+            raise ApiError("empty API key", exit_code=EXIT_USAGE)
+        body: dict[str, Any] = {"apiKey": key}
+    else:
+        username = args.username
+        if not username:
+            if sys.stdin is not None and sys.stdin.isatty() and not args.password_stdin:
+                username = input("Username: ").strip()
+            if not username:
+                raise ApiError("pass --username (with --password-stdin) or --api-key", exit_code=EXIT_USAGE)
+        password = _read_secret(f"Password for {username}: ", args.password_stdin, "password")
+        body = {"username": username, "password": password}
+
+    with Client(server) as client:
+        response = client.post("/api/v1/auth:login", body)
+    token = response.get("accessToken")
+    if not isinstance(token, str) or not token:
+        raise ApiError(f"the server at {server} answered the login without an access token")
+    user = response.get("user") or {}
+    username = user.get("username") or short(user.get("name")) if user else None
+    username = username if username and username != "-" else body.get("username")
+    try:
+        expires_in = int(response.get("expiresIn") or 0)
+    except (TypeError, ValueError):
+        expires_in = 0
+    path = credentials.save(server, token, expires_in, username)
+    stored = credentials.load() or {}
+    if os.environ.get(credentials.TOKEN_ENV, "").strip():
+        print("note: INNOMINATUS_TOKEN is set and takes precedence over the stored session", file=sys.stderr)
+    result = {"server": server, "username": username, "expiresAt": stored.get("expires_at"), "user": user}
+    fmt = _fmt(args)
+
+    def table() -> None:
+        expiry = f" (token expires {stored['expires_at']})" if stored.get("expires_at") else ""
+        print(f"Logged in to {server} as {username or '?'}{expiry}")
+        print(f"Session stored in {path}", file=sys.stderr)
+
+    output.emit(result, fmt, table)
+    return EXIT_OK
+
+
+def cmd_logout(args: argparse.Namespace) -> int:
+    if credentials.delete():
+        print("Logged out; stored session removed.")
+    else:
+        print("Not logged in; nothing to remove.")
+    if os.environ.get(credentials.TOKEN_ENV, "").strip():
+        print("note: INNOMINATUS_TOKEN is still set in the environment", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_whoami(args: argparse.Namespace) -> int:
+    session = credentials.current_session()
+    with _client() as client:
+        response = client.get("/api/v1/users:me")
+    user = response.get("user") or {}
+    result = {"server": session.server, "user": user}
+
+    def table() -> None:
+        print_fields(
+            [
+                ("Username", user.get("username")),
+                ("Display name", user.get("displayName")),
+                ("Roles", _roles(user)),
+                ("Teams", [short(t) for t in user.get("teams") or []]),
+                ("Server", session.server),
+                ("Token", {"env": "INNOMINATUS_TOKEN", "file": "stored session"}.get(session.source, "-")),
+                ("Expires", session.expires_at if session.source == "file" else None),
+            ]
+        )
+
+    output.emit(result, _fmt(args), table)
+    return EXIT_OK
+
+
+# -- validate ---------------------------------------------------------------------------
+
+
+def _finding_dict(finding: Any) -> dict[str, Any]:
+    def get(name: str, default: Any) -> Any:
+        if isinstance(finding, dict):
+            return finding.get(name, default)
+        return getattr(finding, name, default)
+
+    severity = get("severity", "error")
+    severity = getattr(severity, "value", severity)
+    severity = str(severity or "error").lower()
+    if severity.startswith("severity_"):
+        severity = severity[len("severity_"):]
+    return {
+        "code": str(get("code", "") or ""),
+        "severity": severity,
+        "message": str(get("message", "") or ""),
+        "pointer": str(get("pointer", "") or ""),
+        "line": int(get("line", 0) or 0),
+        "column": int(get("column", 0) or 0),
+        "hint": str(get("hint", "") or ""),
+    }
+
+
+def format_finding(path: str, finding: dict[str, Any]) -> str:
+    where = path + ":"
+    if finding.get("line"):
+        where += f"{finding['line']}:"
+        if finding.get("column"):
+            where += f"{finding['column']}:"
+    code = f" {finding['code']}" if finding.get("code") else ""
+    text = f"{where} {finding['severity']}{code}: {finding['message']}"
+    if finding.get("pointer") and not finding.get("line"):
+        text += f" (at {finding['pointer']})"
+    if finding.get("hint"):
+        text += f" (hint: {finding['hint']})"
+    return text
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    try:
+        from innominatus.specs.validation import validate_score  # noqa: PLC0415
+    except ImportError as exc:
+        raise ApiError(
+            f"offline validation is not available: innominatus.specs.validation cannot be imported ({exc})"
+        ) from None
+
+    files: list[dict[str, Any]] = []
+    for path in args.files:
+        shown = "<stdin>" if path == "-" else path
+        workload = None
+        try:
+            text = _read_text(path)
+        except (OSError, UnicodeDecodeError) as exc:
+            message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            if isinstance(exc, UnicodeDecodeError):
+                message = "not UTF-8 text"
+            findings = [_finding_dict({"code": "FILE_UNREADABLE", "severity": "error",
+                                       "message": f"cannot read file: {message}"})]
+        else:
+            try:
+                result = validate_score(text, None if path == "-" else path)
+            except Exception as exc:  # a validator bug must not look like a CLI crash
+                findings = [_finding_dict({"code": "VALIDATOR_ERROR", "severity": "error",
+                                           "message": f"the validator failed: {type(exc).__name__}: {exc}"})]
+            else:
+                findings = [_finding_dict(f) for f in getattr(result, "findings", []) or []]
+                workload = getattr(result, "workload", None) or None
+                if not getattr(result, "valid", True) and not any(f["severity"] == "error" for f in findings):
+                    findings.append(_finding_dict({"code": "INVALID", "severity": "error",
+                                                   "message": "the validator rejected the file"}))
+        valid = not any(f["severity"] == "error" for f in findings)
+        files.append({"path": shown, "valid": valid, "workload": workload, "findings": findings})
+
+    all_valid = all(f["valid"] for f in files)
+    fmt = _fmt(args)
+
+    def table() -> None:
+        for entry in files:
+            for finding in entry["findings"]:
+                print(format_finding(entry["path"], finding))
+        errors = sum(1 for e in files for f in e["findings"] if f["severity"] == "error")
+        warnings = sum(1 for e in files for f in e["findings"] if f["severity"] == "warning")
+        noun = "file" if len(files) == 1 else "files"
+        print(f"{len(files)} {noun} checked: {errors} error(s), {warnings} warning(s)", file=sys.stderr)
+
+    output.emit({"valid": all_valid, "files": files}, fmt, table)
+    return EXIT_OK if all_valid else EXIT_FAILED
+
+
+# -- deploy -----------------------------------------------------------------------------
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    try:
+        text = _read_text(args.file)
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+        raise ApiError(f"cannot read {args.file}: {why}") from None
+    body: dict[str, Any] = {"scoreYaml": text, "environment": args.env, "requestId": str(uuid.uuid4())}
+    if args.app:
+        body["application"] = args.app
+    fmt = _fmt(args)
+    with _client() as client:
+        response = client.post("/api/v1/deployments", body)
+        shown = "<stdin>" if args.file == "-" else args.file
+        for finding in response.get("findings") or []:
+            print(format_finding(shown, _finding_dict(finding)), file=sys.stderr)
+        deployment = response.get("deployment") or {}
+        run = response.get("run") or {}
+        if args.wait:
+            if fmt == "table":
+                print(f"deployment {deployment.get('name', '?')} created; following {run.get('name', '?')}",
+                      file=sys.stderr)
+            run = wait_for_run(client, run, timeout=args.timeout, interval=args.interval)
+            response["run"] = run
+
+    def table() -> None:
+        version = deployment.get("workloadVersion")
+        print_fields(
+            [
+                ("Deployment", deployment.get("name")),
+                ("Application", short(deployment.get("application"))),
+                ("Environment", deployment.get("environment")),
+                ("Workload", f"{deployment.get('workload', '-')}" + (f" (version {version})" if version else "")),
+                ("Run", run.get("name")),
+                ("State", enum(run.get("state"))),
+            ]
+        )
+        if args.wait:
+            _print_steps(run)
+        if run.get("error"):
+            print(f"Error: {run['error']}")
+        if not args.wait:
+            print(f"Follow it with: innominatus runs get {run.get('name', '')}", file=sys.stderr)
+
+    output.emit(response, fmt, table)
+    if not args.wait:
+        return EXIT_OK
+    return EXIT_OK if run.get("state") == "RUN_STATE_SUCCEEDED" else EXIT_FAILED
+
+
+def wait_for_run(
+    client: Client, run: dict[str, Any], *, timeout: float, interval: float, clock: Any = time.monotonic
+) -> dict[str, Any]:
+    """Poll the run until it is terminal, printing step progress to stderr."""
+    name = run.get("name")
+    if not name:
+        raise ApiError("the server did not say which run ships this deployment")
+    path = f"/api/v1/runs/{segment(name, 'runs')}"
+    deadline = clock() + timeout
+    seen: dict[str, str] = {}
+    last_state = None
+    unreachable_noted = False
+    current = run
+    while True:
+        state = current.get("state")
+        if state != last_state:
+            print(f"{name}: {enum(state)}", file=sys.stderr)
+            last_state = state
+        for step in current.get("steps") or []:
+            key = step.get("name", "?")
+            step_state = step.get("state", "")
+            if seen.get(key) != step_state:
+                seen[key] = step_state
+                kind = f" ({step['type']})" if step.get("type") else ""
+                note = f": {step['message']}" if step.get("message") and step_state != "STEP_STATE_RUNNING" else ""
+                print(f"  step {key}{kind}: {enum(step_state)}{note}", file=sys.stderr)
+        if state in TERMINAL_RUN_STATES:
+            return current
+        remaining = deadline - clock()
+        if remaining <= 0:
+            raise ApiError(
+                f"timed out after {timeout:g}s waiting for {name} (last state: {enum(state)})",
+                exit_code=EXIT_TIMEOUT,
+                reason="WAIT_TIMEOUT",
+            )
+        time.sleep(min(interval, remaining))
+        try:
+            current = client.get(path).get("run") or current
+        except ApiError as exc:
+            if exc.exit_code != EXIT_UNAVAILABLE:
+                raise
+            if not unreachable_noted:
+                print(f"warning: {exc.detail}; retrying", file=sys.stderr)
+                unreachable_noted = True
+
+
+def _print_steps(run: dict[str, Any]) -> None:
+    steps = run.get("steps") or []
+    if not steps:
+        return
+    print()
+    print_table(
+        steps,
+        [
+            ("STEP", lambda s: s.get("name")),
+            ("TYPE", lambda s: s.get("type")),
+            ("STATE", lambda s: enum(s.get("state"))),
+            ("ATTEMPTS", lambda s: s.get("attempts")),
+            ("STARTED", lambda s: when(s.get("startTime"))),
+            ("ENDED", lambda s: when(s.get("endTime"))),
+            ("MESSAGE", lambda s: s.get("message")),
+        ],
+    )
+
+
+# -- apps -------------------------------------------------------------------------------
+
+APP_COLUMNS: list[output.Column] = [
+    ("NAME", lambda a: short(a.get("name"))),
+    ("WORKLOADS", lambda a: a.get("workloads")),
+    ("ENVIRONMENTS", lambda a: a.get("environments")),
+    ("LAST DEPLOYED", lambda a: when((a.get("latestDeployment") or {}).get("createTime"))),
+    ("UPDATED", lambda a: when(a.get("updateTime"))),
+]
+
+DEPLOYMENT_COLUMNS: list[output.Column] = [
+    ("DEPLOYMENT", lambda d: short(d.get("name"))),
+    ("ENV", lambda d: d.get("environment")),
+    ("WORKLOAD", lambda d: d.get("workload")),
+    ("VERSION", lambda d: d.get("workloadVersion")),
+    ("RUN", lambda d: short(d.get("run"))),
+    ("CREATOR", lambda d: d.get("creator")),
+    ("CREATED", lambda d: when(d.get("createTime"))),
+]
+
+
+def cmd_apps_list(args: argparse.Namespace) -> int:
+    with _client() as client:
+        apps = client.paginate("/api/v1/applications", "applications")
+    output.emit({"applications": apps}, _fmt(args),
+                lambda: print_table(apps, APP_COLUMNS, empty="No applications found."))
+    return EXIT_OK
+
+
+def cmd_apps_get(args: argparse.Namespace) -> int:
+    with _client() as client:
+        response = client.get(f"/api/v1/applications/{segment(args.name, 'applications')}")
+    app = response.get("application") or {}
+    deployments = response.get("deployments") or []
+
+    def table() -> None:
+        latest = app.get("latestDeployment") or {}
+        print_fields(
+            [
+                ("Name", short(app.get("name"))),
+                ("Workloads", app.get("workloads")),
+                ("Environments", app.get("environments")),
+                ("Latest deployment", latest.get("name")),
+                ("Created", when(app.get("createTime"))),
+                ("Updated", when(app.get("updateTime"))),
+            ]
+        )
+        if deployments:
+            print()
+            print_table(deployments, DEPLOYMENT_COLUMNS)
+
+    output.emit(response, _fmt(args), table)
+    return EXIT_OK
+
+
+# -- runs -------------------------------------------------------------------------------
+
+RUN_COLUMNS: list[output.Column] = [
+    ("NAME", lambda r: short(r.get("name"))),
+    ("WORKFLOW", lambda r: r.get("workflow")),
+    ("APP", lambda r: short(r.get("application"))),
+    ("ENV", lambda r: r.get("environment")),
+    ("STATE", lambda r: enum(r.get("state"))),
+    ("CREATED", lambda r: when(r.get("createTime"))),
+]
+
+
+def cmd_runs_list(args: argparse.Namespace) -> int:
+    params = {"application": short(args.app) if args.app else None}
+    with _client() as client:
+        runs = client.paginate("/api/v1/runs", "runs", params, limit=args.limit)
+    output.emit({"runs": runs}, _fmt(args), lambda: print_table(runs, RUN_COLUMNS, empty="No runs found."))
+    return EXIT_OK
+
+
+def cmd_runs_get(args: argparse.Namespace) -> int:
+    with _client() as client:
+        response = client.get(f"/api/v1/runs/{segment(args.name, 'runs')}")
+    run = response.get("run") or {}
+
+    def table() -> None:
+        print_fields(
+            [
+                ("Name", run.get("name")),
+                ("Workflow", run.get("workflow")),
+                ("Application", short(run.get("application"))),
+                ("Environment", run.get("environment")),
+                ("State", enum(run.get("state"))),
+                ("Creator", run.get("creator")),
+                ("Created", when(run.get("createTime"))),
+                ("Updated", when(run.get("updateTime"))),
+            ]
+        )
+        if run.get("error"):
+            print(f"Error: {run['error']}")
+        _print_steps(run)
+
+    output.emit(response, _fmt(args), table)
+    return EXIT_OK
+
+
+# -- users ------------------------------------------------------------------------------
+
+USER_COLUMNS: list[output.Column] = [
+    ("USERNAME", lambda u: u.get("username") or short(u.get("name"))),
+    ("DISPLAY NAME", lambda u: u.get("displayName")),
+    ("ROLES", _roles),
+    ("TEAMS", lambda u: [short(t) for t in u.get("teams") or []]),
+    ("DISABLED", lambda u: bool(u.get("disabled"))),
+    ("CREATED", lambda u: when(u.get("createTime"))),
+]
+
+
+def cmd_users_list(args: argparse.Namespace) -> int:
+    with _client() as client:
+        users = client.paginate("/api/v1/users", "users")
+    output.emit({"users": users}, _fmt(args), lambda: print_table(users, USER_COLUMNS, empty="No users found."))
+    return EXIT_OK
+
+
+def _print_user(user: dict[str, Any]) -> None:
+    print_fields(
+        [
+            ("Username", user.get("username") or short(user.get("name"))),
+            ("Display name", user.get("displayName")),
+            ("Roles", _roles(user)),
+            ("Teams", [short(t) for t in user.get("teams") or []]),
+            ("Disabled", bool(user.get("disabled"))),
+            ("Created", when(user.get("createTime"))),
+        ]
+    )
+
+
+def cmd_users_get(args: argparse.Namespace) -> int:
+    with _client() as client:
+        response = client.get(f"/api/v1/users/{segment(args.name, 'users')}")
+    output.emit(response, _fmt(args), lambda: _print_user(response.get("user") or {}))
+    return EXIT_OK
+
+
+def cmd_users_create(args: argparse.Namespace) -> int:
+    user: dict[str, Any] = {"username": args.username, "roles": list(dict.fromkeys(args.roles))}
+    if args.display_name:
+        user["displayName"] = args.display_name
+    if args.password_stdin or (sys.stdin is not None and sys.stdin.isatty()):
+        user["password"] = _read_secret(f"Initial password for {args.username}: ", args.password_stdin, "password")
+    with _client() as client:
+        response = client.post("/api/v1/users", user)
+    output.emit(response, _fmt(args), lambda: _print_user(response.get("user") or {}))
+    return EXIT_OK
+
+
+# -- teams ------------------------------------------------------------------------------
+
+TEAM_COLUMNS: list[output.Column] = [
+    ("NAME", lambda t: short(t.get("name"))),
+    ("DISPLAY NAME", lambda t: t.get("displayName")),
+    ("MEMBERS", lambda t: [short(m) for m in t.get("members") or []]),
+    ("CREATED", lambda t: when(t.get("createTime"))),
+]
+
+
+def cmd_teams_list(args: argparse.Namespace) -> int:
+    with _client() as client:
+        teams = client.paginate("/api/v1/teams", "teams")
+    output.emit({"teams": teams}, _fmt(args), lambda: print_table(teams, TEAM_COLUMNS, empty="No teams found."))
+    return EXIT_OK
+
+
+def cmd_teams_create(args: argparse.Namespace) -> int:
+    team: dict[str, Any] = {"name": f"teams/{segment(args.name, 'teams')}"}
+    if args.display_name:
+        team["displayName"] = args.display_name
+    with _client() as client:
+        response = client.post("/api/v1/teams", team)
+    created = response.get("team") or {}
+    output.emit(response, _fmt(args), lambda: print_table([created], TEAM_COLUMNS))
+    return EXIT_OK
+
+
+def cmd_teams_add_member(args: argparse.Namespace) -> int:
+    team = segment(args.team, "teams")
+    body = {"user": f"users/{segment(args.user, 'users')}"}
+    with _client() as client:
+        response = client.post(f"/api/v1/teams/{team}:addMember", body)
+    updated = response.get("team") or {}
+    output.emit(response, _fmt(args), lambda: print_table([updated], TEAM_COLUMNS))
+    return EXIT_OK
+
+
+# -- apikeys ----------------------------------------------------------------------------
+
+APIKEY_COLUMNS: list[output.Column] = [
+    ("ID", lambda k: short(k.get("name"))),
+    ("NAME", lambda k: k.get("displayName")),
+    ("PREFIX", lambda k: k.get("prefix")),
+    ("OWNER", lambda k: short(k.get("owner"))),
+    ("CREATED", lambda k: when(k.get("createTime"))),
+    ("EXPIRES", lambda k: when(k.get("expireTime"))),
+    ("REVOKED", lambda k: when(k.get("revokeTime"))),
+]
+
+
+def cmd_apikeys_list(args: argparse.Namespace) -> int:
+    with _client() as client:
+        keys = client.paginate("/api/v1/apikeys", "apiKeys")
+    output.emit({"apiKeys": keys}, _fmt(args), lambda: print_table(keys, APIKEY_COLUMNS, empty="No API keys found."))
+    return EXIT_OK
+
+
+def cmd_apikeys_create(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {}
+    if args.name:
+        body["displayName"] = args.name
+    if args.ttl_days:
+        body["ttlDays"] = args.ttl_days
+    with _client() as client:
+        response = client.post("/api/v1/apikeys", body)
+    key = response.get("apiKey") or {}
+
+    def table() -> None:
+        print_table([key], APIKEY_COLUMNS)
+        print()
+        print(f"Key: {response.get('key', '')}")
+        print("Store the key now: it is not shown again.", file=sys.stderr)
+
+    output.emit(response, _fmt(args), table)
+    return EXIT_OK
+
+
+def cmd_apikeys_revoke(args: argparse.Namespace) -> int:
+    key_id = segment(args.id, "apikeys")
+    with _client() as client:
+        response = client.post(f"/api/v1/apikeys/{key_id}:revoke", {})
+    key = response.get("apiKey") or {"name": f"apikeys/{key_id}"}
+    output.emit(response, _fmt(args), lambda: print(f"Revoked {key.get('name')}"))
+    return EXIT_OK
+
+
+# -- audit ------------------------------------------------------------------------------
+
+AUDIT_COLUMNS: list[output.Column] = [
+    ("SEQ", lambda r: r.get("sequence")),
+    ("TIME", lambda r: when((r.get("event") or {}).get("occurTime") or r.get("recordTime"))),
+    ("ACTOR", lambda r: (r.get("event") or {}).get("actor")),
+    ("SERVICE", lambda r: (r.get("event") or {}).get("service")),
+    ("METHOD", lambda r: ((r.get("event") or {}).get("method") or "-").rsplit("/", 1)[-1]),
+    ("OUTCOME", lambda r: enum((r.get("event") or {}).get("outcome"))),
+    ("RESOURCE", lambda r: _resource(r.get("event") or {})),
+]
+
+
+def _resource(event: dict[str, Any]) -> str:
+    kind, name = event.get("resourceType"), event.get("resourceName")
+    if kind and name:
+        return f"{kind}/{name}"
+    return kind or name or "-"
+
+
+def _audit_params(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "filter.actor": args.actor,
+        "filter.outcome": args.outcome,
+        "filter.service": args.service,
+        "filter.method": args.method,
+        "filter.startTime": args.since,
+        "filter.endTime": args.until,
+    }
+
+
+def cmd_audit_list(args: argparse.Namespace) -> int:
+    with _client() as client:
+        records = client.paginate("/api/v1/audit/records", "records", _audit_params(args), limit=args.limit)
+    output.emit({"records": records}, _fmt(args),
+                lambda: print_table(records, AUDIT_COLUMNS, empty="No audit records found."))
+    return EXIT_OK
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    with _client() as client:
+        result = client.get("/api/v1/audit:verify")
+    ok = bool(result.get("ok"))
+    checked = result.get("recordsChecked") or 0
+    bad = result.get("firstBadSequence") or 0
+    problem = result.get("problem") or "unknown problem"
+
+    def table() -> None:
+        if ok:
+            print(f"audit chain OK: {checked} records checked")
+        else:
+            print(f"audit chain BROKEN at sequence {bad}: {problem} ({checked} records checked)")
+
+    output.emit(result, _fmt(args), table)
+    if not ok:
+        if _fmt(args) != "table":
+            print(f"error: audit chain broken at sequence {bad}: {problem}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _unwrap_record(item: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(item.get("result"), dict):
+        item = item["result"]
+    if isinstance(item.get("record"), dict):
+        item = item["record"]
+    return item
+
+
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    fmt = _fmt(args, default="jsonl")
+    with _client() as client:
+        stream = (_unwrap_record(item) for item in client.stream_ndjson("/api/v1/audit:export", _audit_params(args)))
+        if fmt == "jsonl":
+            count = 0
+            for record in stream:
+                output.dump_jsonl(record)
+                count += 1
+                if count % 100 == 0:
+                    sys.stdout.flush()
+            sys.stdout.flush()
+            return EXIT_OK
+        records = list(stream)
+    output.emit(records, fmt, lambda: print_table(records, AUDIT_COLUMNS, empty="No audit records found."))
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""Tables of the specs service (schema ``specs`` on PostgreSQL)."""
+
+from sqlalchemy import JSON, Column, DateTime, Integer, MetaData, String, Table, Text, UniqueConstraint, func
+
+from innominatus.kit.outbox import outbox_table
+
+metadata = MetaData()
+
+# Every submitted version of a workload, content-addressed.
+workload_versions = Table(
+    "workload_versions",
+    metadata,
+    Column("workload", String(128), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("content_hash", String(64), nullable=False),
+    Column("source", Text, nullable=False),
+    Column("creator", String(128), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+deployments = Table(
+    "deployments",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("application", String(128), nullable=False, index=True),
+    Column("environment", String(128), nullable=False),
+    Column("workload", String(128), nullable=False),
+    Column("workload_version", Integer, nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("run", String(128), nullable=False),
+    Column("resources", JSON, nullable=False, default=list),
+    Column("creator", String(128), nullable=False),
+    Column("request_id", String(128), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("creator", "request_id", name="uq_deployments_request"),
+)
+
+outbox = outbox_table(metadata)

@@ -1,0 +1,260 @@
+"""The specs service: Score validation, stored workload versions, and the entry point of a
+deployment.
+
+A deployment travels specs -> resources (what the workload claims) -> engine (the deploy
+workflow). Each hop is an mTLS call that carries the user's token, so resources and engine
+verify the user and ask the policy themselves.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import uuid
+
+import grpc
+from google.protobuf import struct_pb2
+from sqlalchemy import select
+
+from innominatus.engine.v1 import engine_pb2, engine_pb2_grpc
+from innominatus.kit import context as reqctx
+from innominatus.kit import db
+from innominatus.kit.errors import FieldViolation, InvalidArgument, NotFound, from_rpc_error
+from innominatus.kit.pagination import page_size
+from innominatus.kit.server import Runtime, ServiceDefinition
+from innominatus.resources.v1 import resources_pb2, resources_pb2_grpc
+from innominatus.specs import models
+from innominatus.specs.v1 import specs_pb2, specs_pb2_grpc
+from innominatus.specs.validation import ERROR, WARNING, Finding, validate_score
+
+SEVERITY = {ERROR: specs_pb2.SEVERITY_ERROR, WARNING: specs_pb2.SEVERITY_WARNING, "info": specs_pb2.SEVERITY_INFO}
+DOWNSTREAM_TIMEOUT = 15.0
+
+
+def _finding_proto(f: Finding) -> specs_pb2.Finding:
+    return specs_pb2.Finding(
+        code=f.code, severity=SEVERITY[f.severity], message=f.message, pointer=f.pointer, line=f.line,
+        column=f.column, hint=f.hint,
+    )
+
+
+def _ts(field, value) -> None:
+    if value is not None:
+        field.FromDatetime(value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc))
+
+
+def _deployment_proto(row) -> specs_pb2.Deployment:
+    d = specs_pb2.Deployment(
+        name=f"deployments/{row.id}",
+        application=f"applications/{row.application}",
+        environment=row.environment,
+        workload=row.workload,
+        workload_version=row.workload_version,
+        content_hash=row.content_hash,
+        run=row.run,
+        creator=row.creator,
+        resources=list(row.resources or []),
+    )
+    _ts(d.create_time, row.created_at)
+    return d
+
+
+def _check_name(value: str, field: str) -> None:
+    if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", value):
+        raise InvalidArgument(
+            f"{field} {value!r} is not a valid name: use 1-63 lowercase letters, digits and '-'",
+            violations=[FieldViolation(field, "lowercase letters, digits and '-', at most 63 characters")],
+        )
+
+
+class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    async def ValidateWorkload(self, request, context):
+        result = validate_score(request.score_yaml)
+        return specs_pb2.ValidateWorkloadResponse(
+            valid=result.valid, findings=[_finding_proto(f) for f in result.findings], workload=result.workload
+        )
+
+    async def CreateDeployment(self, request, context):
+        if not request.environment:
+            raise InvalidArgument(
+                "environment is required (e.g. --env dev)",
+                violations=[FieldViolation("environment", "name the target environment")],
+            )
+        _check_name(request.environment, "environment")
+        result = validate_score(request.score_yaml)
+        if not result.valid:
+            errors = result.errors
+            raise InvalidArgument(
+                f"the Score file has {len(errors)} error(s); first: line {errors[0].line}: {errors[0].message}",
+                reason="SCORE_INVALID",
+                violations=[
+                    FieldViolation(f"score_yaml{e.pointer}", f"{e.code} line {e.line}:{e.column}: {e.message}"
+                                   + (f" (hint: {e.hint})" if e.hint else ""))
+                    for e in errors
+                ],
+            )
+        application = request.application.removeprefix("applications/") or result.workload
+        _check_name(application, "application")
+        session = db.session()
+        ctx = reqctx.current()
+        creator = ctx.subject.actor
+        deployments = models.deployments
+        if request.request_id:
+            existing = (
+                await session.execute(
+                    select(deployments).where(
+                        (deployments.c.creator == creator) & (deployments.c.request_id == request.request_id)
+                    )
+                )
+            ).one_or_none()
+            if existing is not None:
+                run = await self._get_run(existing.run)
+                return specs_pb2.CreateDeploymentResponse(deployment=_deployment_proto(existing), run=run)
+
+        version = await self._store_version(session, result.workload, request.score_yaml, creator)
+        deployment_id = uuid.uuid4().hex
+        claims = [
+            resources_pb2.ResourceClaim(ref=ref, type=spec.get("type", ""), id=spec.get("id", ""),
+                                        params=_struct(spec.get("params") or {}), **{"class": spec.get("class", "")})
+            for ref, spec in sorted((result.document.get("resources") or {}).items())
+        ]
+        resources = self.runtime.peers.stub("resources", resources_pb2_grpc.ResourcesServiceStub)
+        engine = self.runtime.peers.stub("engine", engine_pb2_grpc.EngineServiceStub)
+        try:
+            claimed = await resources.ClaimResources(
+                resources_pb2.ClaimResourcesRequest(
+                    application=application, environment=request.environment, workload=result.workload, claims=claims
+                ),
+                timeout=DOWNSTREAM_TIMEOUT,
+            )
+            inputs = _struct(
+                {
+                    "workload": result.workload,
+                    "spec": result.document,
+                    "workload_version": version,
+                    "resources": [r.name for r in claimed.resources],
+                    "deployment": f"deployments/{deployment_id}",
+                }
+            )
+            started = await engine.StartRun(
+                engine_pb2.StartRunRequest(
+                    workflow="deploy", application=application, environment=request.environment, inputs=inputs,
+                    request_id=f"deployment:{deployment_id}",
+                ),
+                timeout=DOWNSTREAM_TIMEOUT,
+            )
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        content_hash = hashlib.sha256(request.score_yaml.encode()).hexdigest()
+        await session.execute(
+            deployments.insert().values(
+                id=deployment_id, application=application, environment=request.environment,
+                workload=result.workload, workload_version=version, content_hash=content_hash,
+                run=started.run.name, resources=[r.name for r in claimed.resources], creator=creator,
+                request_id=request.request_id or None, created_at=dt.datetime.now(dt.timezone.utc),
+            )
+        )
+        row = (await session.execute(select(deployments).where(deployments.c.id == deployment_id))).one()
+        return specs_pb2.CreateDeploymentResponse(
+            deployment=_deployment_proto(row),
+            run=started.run,
+            findings=[_finding_proto(f) for f in result.findings],
+        )
+
+    async def _get_run(self, name: str) -> engine_pb2.Run:
+        engine = self.runtime.peers.stub("engine", engine_pb2_grpc.EngineServiceStub)
+        try:
+            return (await engine.GetRun(engine_pb2.GetRunRequest(name=name), timeout=DOWNSTREAM_TIMEOUT)).run
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+
+    async def _store_version(self, session, workload: str, source: str, creator: str) -> int:
+        versions = models.workload_versions
+        content_hash = hashlib.sha256(source.encode()).hexdigest()
+        latest = (
+            await session.execute(
+                select(versions.c.version, versions.c.content_hash)
+                .where(versions.c.workload == workload)
+                .order_by(versions.c.version.desc())
+                .limit(1)
+            )
+        ).one_or_none()
+        if latest is not None and latest.content_hash == content_hash:
+            return latest.version
+        version = (latest.version if latest else 0) + 1
+        await session.execute(
+            versions.insert().values(
+                workload=workload, version=version, content_hash=content_hash, source=source, creator=creator,
+                created_at=dt.datetime.now(dt.timezone.utc),
+            )
+        )
+        return version
+
+    async def _application(self, session, name: str) -> specs_pb2.Application | None:
+        deployments = models.deployments
+        rows = (
+            await session.execute(
+                select(deployments).where(deployments.c.application == name).order_by(deployments.c.created_at)
+            )
+        ).all()
+        if not rows:
+            return None
+        app = specs_pb2.Application(
+            name=f"applications/{name}",
+            workloads=sorted({r.workload for r in rows}),
+            environments=sorted({r.environment for r in rows}),
+            latest_deployment=_deployment_proto(rows[-1]),
+            etag=f'W/"{len(rows)}"',
+        )
+        _ts(app.create_time, rows[0].created_at)
+        _ts(app.update_time, rows[-1].created_at)
+        return app
+
+    async def ListApplications(self, request, context):
+        deployments = models.deployments
+        size = page_size(request.page_size)
+        query = select(deployments.c.application).group_by(deployments.c.application).order_by(deployments.c.application)
+        if request.page_token:
+            query = query.having(deployments.c.application > request.page_token)
+        session = db.session()
+        names = (await session.execute(query.limit(size + 1))).scalars().all()
+        token = names[size - 1] if len(names) > size else ""
+        apps = [await self._application(session, n) for n in names[:size]]
+        return specs_pb2.ListApplicationsResponse(applications=apps, next_page_token=token)
+
+    async def GetApplication(self, request, context):
+        name = request.name.removeprefix("applications/")
+        session = db.session()
+        app = await self._application(session, name) if name else None
+        if app is None:
+            raise NotFound(f"application {request.name!r} not found", reason="APPLICATION_NOT_FOUND")
+        rows = (
+            await session.execute(
+                select(models.deployments)
+                .where(models.deployments.c.application == name)
+                .order_by(models.deployments.c.created_at.desc())
+            )
+        ).all()
+        return specs_pb2.GetApplicationResponse(application=app, deployments=[_deployment_proto(r) for r in rows])
+
+
+def _struct(value: dict) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    s.update(value)
+    return s
+
+
+def definition() -> ServiceDefinition:
+    def register(server, runtime: Runtime) -> None:
+        specs_pb2_grpc.add_SpecsServiceServicer_to_server(SpecsServicer(runtime), server)
+
+    return ServiceDefinition(
+        name="specs",
+        descriptors=[specs_pb2.DESCRIPTOR.services_by_name["SpecsService"]],
+        register=register,
+        outbox_table=models.outbox,
+    )
