@@ -622,3 +622,50 @@ def test_validate_with_the_real_validator(tmp_path, capsys):
     assert data["files"][0]["path"] == str(good)
     assert all(f["severity"] != "error" for f in data["files"][0]["findings"])
     assert any(f["severity"] == "error" and f["code"].startswith("SCORE-") for f in data["files"][1]["findings"])
+
+
+def test_validate_without_the_validator_module_fails_clearly(monkeypatch, tmp_path, capsys):
+    import innominatus.specs as specs_pkg
+
+    monkeypatch.delattr(specs_pkg, "validation", raising=False)
+    monkeypatch.setitem(sys.modules, "innominatus.specs.validation", None)
+    score = tmp_path / "score.yaml"
+    score.write_text(SCORE)
+    assert main(["validate", str(score)]) == 1
+    err = capsys.readouterr().err
+    assert "offline validation is not available" in err and "Traceback" not in err
+
+
+# -- platform commands --------------------------------------------------------------------------
+
+
+def test_platform_commands_report_a_missing_module(monkeypatch, capsys):
+    import innominatus.cli as cli_pkg
+
+    monkeypatch.delattr(cli_pkg, "platform", raising=False)
+    monkeypatch.setitem(sys.modules, "innominatus.cli.platform", None)
+    assert main(["-o", "json", "up", "--data-dir", "x"]) == 1
+    assert "`innominatus up` is not available" in capsys.readouterr().err
+    assert main(["migrate"]) == 1
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "up" in out and "serve" in out and "migrate" in out
+
+
+def test_platform_commands_are_registered_by_the_platform_module(monkeypatch):
+    import innominatus.cli as cli_pkg
+
+    calls = []
+    module = types.ModuleType("innominatus.cli.platform")
+
+    def add_commands(subparsers):
+        for name in ("up", "serve", "migrate"):
+            p = subparsers.add_parser(name)
+            p.add_argument("--data-dir")
+            p.set_defaults(func=lambda args, _n=name: calls.append((_n, args.data_dir)) or 0)
+
+    module.add_commands = add_commands
+    monkeypatch.setattr(cli_pkg, "platform", module, raising=False)
+    monkeypatch.setitem(sys.modules, "innominatus.cli.platform", module)
+    assert main(["up", "--data-dir", "state"]) == 0
+    assert calls == [("up", "state")]

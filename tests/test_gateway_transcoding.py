@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 import grpc
 import httpx
@@ -342,6 +343,8 @@ async def test_get_with_path_template(gateway):
     rid = resp.headers["x-request-id"]
     assert rid and rec.last("GetRun")[2]["x-request-id"] == rid
     assert "authorization" not in rec.last("GetRun")[2]
+    # The request's span is propagated to the service (W3C trace context).
+    assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}", rec.last("GetRun")[2]["traceparent"])
 
 
 async def test_custom_verb_and_body_field(gateway):
@@ -615,3 +618,84 @@ async def test_start_in_loop_binds_port_zero(pki, backend):
     finally:
         await asyncio.wait_for(stop_in_loop(server), 10)
         await channels.close()
+
+
+def _synthetic_service():
+    """A service (built at run time) using the rule features our protos don't: PUT, PATCH,
+    DELETE, additional_bindings, response_body and a body naming a message field."""
+    from google.api import annotations_pb2, http_pb2
+    from google.protobuf import descriptor_pb2, descriptor_pool
+
+    pool = descriptor_pool.Default()
+    name = "innominatus/test/v1/synthetic.proto"
+    try:
+        return pool.FindFileByName(name).services_by_name["ShelfService"]
+    except KeyError:
+        pass
+    fdp = descriptor_pb2.FileDescriptorProto(
+        name=name, package="innominatus.test.v1", syntax="proto3", dependency=["google/api/annotations.proto"]
+    )
+    shelf = fdp.message_type.add(name="Shelf")
+    shelf.field.add(name="name", number=1, type=9, label=1)
+    shelf.field.add(name="theme", number=2, type=9, label=1)
+    shelf.field.add(name="labels", number=3, type=9, label=3)
+    update = fdp.message_type.add(name="UpdateShelfRequest")
+    update.field.add(name="shelf", number=1, type=11, label=1, type_name=".innominatus.test.v1.Shelf")
+    update.field.add(name="validate_only", number=2, type=8, label=1)
+    delete = fdp.message_type.add(name="DeleteShelfRequest")
+    delete.field.add(name="name", number=1, type=9, label=1)
+    service = fdp.service.add(name="ShelfService")
+    m = service.method.add(
+        name="UpdateShelf",
+        input_type=".innominatus.test.v1.UpdateShelfRequest",
+        output_type=".innominatus.test.v1.UpdateShelfRequest",
+    )
+    rule = http_pb2.HttpRule(patch="/v1/{shelf.name=shelves/*}", body="shelf", response_body="shelf")
+    rule.additional_bindings.add(put="/v1/{shelf.name=shelves/*}:replace", body="*")
+    m.options.Extensions[annotations_pb2.http].CopyFrom(rule)
+    m = service.method.add(
+        name="DeleteShelf",
+        input_type=".innominatus.test.v1.DeleteShelfRequest",
+        output_type=".innominatus.test.v1.Shelf",
+    )
+    m.options.Extensions[annotations_pb2.http].CopyFrom(http_pb2.HttpRule(delete="/v1/{name=shelves/*}"))
+    service.method.add(
+        name="Internal", input_type=".innominatus.test.v1.Shelf", output_type=".innominatus.test.v1.Shelf"
+    )
+    pool.Add(fdp)
+    return pool.FindFileByName(name).services_by_name["ShelfService"]
+
+
+def test_synthetic_rules_patch_put_delete_bindings_response_body():
+    service = _synthetic_service()
+    routes = transcoding.build_routes([("engine", service)])
+    assert sorted((r.http_method, r.template.template) for r in routes) == [
+        ("DELETE", "/v1/{name=shelves/*}"),
+        ("PATCH", "/v1/{shelf.name=shelves/*}"),
+        ("PUT", "/v1/{shelf.name=shelves/*}:replace"),
+    ]
+    router = transcoding.Router(routes)
+    patch, _ = router.match("PATCH", "/v1/shelves/s1")
+    req = transcoding.build_request(
+        patch.route, patch.path_params, [("validateOnly", "true")], b'{"theme": "sf", "labels": ["a", "b"]}'
+    )
+    assert req.shelf.name == "shelves/s1" and req.shelf.theme == "sf" and list(req.shelf.labels) == ["a", "b"]
+    assert req.validate_only is True
+    assert transcoding.response_payload(patch.route, req) == {"name": "shelves/s1", "theme": "sf", "labels": ["a", "b"]}
+    put, _ = router.match("PUT", "/v1/shelves/s2:replace")
+    req = transcoding.build_request(put.route, put.path_params, [], b'{"shelf": {"name": "x"}, "validateOnly": true}')
+    assert req.shelf.name == "shelves/s2" and req.validate_only
+    delete, _ = router.match("DELETE", "/v1/shelves/s3")
+    assert transcoding.build_request(delete.route, delete.path_params, [], None).name == "shelves/s3"
+    with pytest.raises(transcoding.RequestError):
+        transcoding.build_request(patch.route, patch.path_params, [], b'"not an object"')
+
+    from innominatus.gateway.openapi import build_openapi
+
+    doc = build_openapi(routes)
+    assert set(doc["paths"]) == {"/v1/shelves/{name}", "/v1/shelves/{shelf.name}", "/v1/shelves/{shelf.name}:replace"}
+    patch_op = doc["paths"]["/v1/shelves/{shelf.name}"]["patch"]
+    assert patch_op["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/innominatus.test.v1.Shelf"
+    }
+    assert [p["name"] for p in patch_op["parameters"]] == ["shelf.name", "validateOnly"]

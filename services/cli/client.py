@@ -156,9 +156,12 @@ class Client:
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        self._http = httpx.Client(
-            base_url=self.server, headers=headers, timeout=timeout, transport=transport, follow_redirects=False
-        )
+        try:
+            self._http = httpx.Client(
+                base_url=self.server, headers=headers, timeout=timeout, transport=transport, follow_redirects=False
+            )
+        except (httpx.InvalidURL, ValueError) as exc:
+            raise ApiError(f"invalid server URL {self.server!r}: {exc}", exit_code=EXIT_USAGE) from None
 
     def close(self) -> None:
         self._http.close()

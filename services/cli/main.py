@@ -78,10 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        func = getattr(args, "func", None)
+        if extra and not getattr(func, "accepts_any_arguments", False):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:  # --help, --version, usage errors
         return _exit_code(exc.code)
-    func = getattr(args, "func", None)
     if func is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
@@ -291,7 +293,6 @@ def _wire_platform(sub: Any, argv: list[str]) -> None:
         if name in sub.choices:
             continue
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
         p.set_defaults(func=_platform_unavailable(name, problem))
 
 
@@ -302,6 +303,7 @@ def _platform_unavailable(name: str, problem: BaseException | None) -> Any:
               file=sys.stderr)
         return EXIT_FAILED
 
+    run.accepts_any_arguments = True  # type: ignore[attr-defined]
     return run
 
 
@@ -446,8 +448,8 @@ def cmd_login(args: argparse.Namespace) -> int:
     if not isinstance(token, str) or not token:
         raise ApiError(f"the server at {server} answered the login without an access token")
     user = response.get("user") or {}
-    username = user.get("username") or short(user.get("name")) if user else None
-    username = username if username and username != "-" else body.get("username")
+    username = user.get("username") or (short(user.get("name")) if user.get("name") else None)
+    username = username or body.get("username")
     try:
         expires_in = int(response.get("expiresIn") or 0)
     except (TypeError, ValueError):

@@ -253,22 +253,22 @@ def build_openapi(routes: list[HttpRoute], *, title: str = "innominatus API", ve
                 "description": body_desc,
                 "content": {"application/json": {"schema": body_schema}},
             }
+        if route.response_body:
+            fd = route.response_type.DESCRIPTOR.fields_by_name[route.response_body]
+            response_schema = builder.field_schema(fd)
+        elif route.server_streaming:
+            response_schema = builder.message_ref(streamed_item_descriptor(route))
+        else:
+            response_schema = builder.message_ref(route.response_type.DESCRIPTOR)
         if route.server_streaming:
-            item = streamed_item_descriptor(route)
             ok = {
                 "description": (
-                    "A stream of newline-delimited JSON objects, one per stream message"
-                    f" (`{item.full_name}`). A failure after the first line ends the stream with a"
-                    ' line `{"error": <problem>}`.'
+                    "A stream of newline-delimited JSON values, one per stream message. A failure after"
+                    ' the first line ends the stream with a line `{"error": <problem>}`.'
                 ),
-                "content": {"application/x-ndjson": {"schema": builder.message_ref(item)}},
+                "content": {"application/x-ndjson": {"schema": response_schema}},
             }
         else:
-            if route.response_body:
-                fd = route.response_type.DESCRIPTOR.fields_by_name[route.response_body]
-                response_schema = builder.field_schema(fd)
-            else:
-                response_schema = builder.message_ref(route.response_type.DESCRIPTOR)
             ok = {"description": "OK", "content": {"application/json": {"schema": response_schema}}}
         responses: dict[str, Any] = {"200": ok}
         for code in _ERROR_RESPONSES:

@@ -475,7 +475,8 @@ def _set_from_strings(request: Message, path: str, values: list[str], *, source:
             f"{source} {path!r} given {len(values)} times but the field is not repeated",
             violations=[(path, "singular field given more than once")],
         )
-    value: Any = list(values) if repeated else values[0]
+    converted = [_from_string(leaf, v, source, path) for v in values]
+    value: Any = converted if repeated else converted[0]
     partial = type(request)()
     try:
         json_format.ParseDict(_nest(chain, value), partial, ignore_unknown_fields=False)
@@ -485,6 +486,25 @@ def _set_from_strings(request: Message, path: str, values: list[str], *, source:
             f"invalid value for {source} {path!r}: {detail}", violations=[(path, detail)]
         ) from None
     request.MergeFrom(partial)
+
+
+_TRUE = frozenset({"true", "1", "t", "yes"})
+_FALSE = frozenset({"false", "0", "f", "no"})
+
+
+def _from_string(fd: descriptor.FieldDescriptor, value: str, source: str, path: str) -> Any:
+    """A path/query string as the JSON value ParseDict expects for ``fd`` (bools are not strings)."""
+    is_bool = fd.type == descriptor.FieldDescriptor.TYPE_BOOL or (
+        fd.type == descriptor.FieldDescriptor.TYPE_MESSAGE and fd.message_type.full_name == "google.protobuf.BoolValue"
+    )
+    if not is_bool:
+        return value
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise RequestError(f"invalid value for {source} {path!r}: expected true or false", violations=[(path, "not a boolean")])
 
 
 def build_request(
@@ -569,31 +589,35 @@ def _json_kind(value: Any) -> str:
     return type(value).__name__
 
 
+def _unwrapped_stream_field(route: HttpRoute) -> descriptor.FieldDescriptor | None:
+    if not route.server_streaming or route.response_body:
+        return None
+    fields = route.response_type.DESCRIPTOR.fields
+    if len(fields) == 1 and fields[0].type == descriptor.FieldDescriptor.TYPE_MESSAGE and not fields[0].is_repeated:
+        return fields[0]
+    return None
+
+
 def response_payload(route: HttpRoute, response: Message) -> Any:
     """The JSON of a response (or stream message), honouring ``response_body``.
 
     A streamed message with a single message field (``ExportRecordsResponse.record``) is
     unwrapped, so each NDJSON line is the record itself.
     """
-    target: Message = response
     if route.response_body:
-        target = getattr(response, route.response_body)
-    elif route.server_streaming:
-        fields = response.DESCRIPTOR.fields
-        if len(fields) == 1 and fields[0].type == descriptor.FieldDescriptor.TYPE_MESSAGE and not fields[0].is_repeated:
-            target = getattr(response, fields[0].name)
-    if isinstance(target, Message):
-        return json_format.MessageToDict(target, preserving_proto_field_name=False)
-    return target
+        fd = response.DESCRIPTOR.fields_by_name[route.response_body]
+        if fd.type == descriptor.FieldDescriptor.TYPE_MESSAGE and not fd.is_repeated:
+            return json_format.MessageToDict(getattr(response, fd.name), preserving_proto_field_name=False)
+        whole = json_format.MessageToDict(
+            response, preserving_proto_field_name=False, always_print_fields_with_no_presence=True
+        )
+        return whole.get(fd.json_name)
+    unwrap = _unwrapped_stream_field(route)
+    target = getattr(response, unwrap.name) if unwrap is not None else response
+    return json_format.MessageToDict(target, preserving_proto_field_name=False)
 
 
 def streamed_item_descriptor(route: HttpRoute) -> descriptor.Descriptor:
-    out = route.response_type.DESCRIPTOR
-    if route.response_body:
-        fd = out.fields_by_name[route.response_body]
-        return fd.message_type
-    if route.server_streaming:
-        fields = out.fields
-        if len(fields) == 1 and fields[0].type == descriptor.FieldDescriptor.TYPE_MESSAGE and not fields[0].is_repeated:
-            return fields[0].message_type
-    return out
+    """The message each NDJSON line of a streaming route holds (without ``response_body``)."""
+    unwrap = _unwrapped_stream_field(route)
+    return unwrap.message_type if unwrap is not None else route.response_type.DESCRIPTOR

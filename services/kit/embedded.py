@@ -30,7 +30,7 @@ class EmbeddedPlatform:
     gateway_port: int | None = None
     tls: dict[str, TlsFiles] = field(default_factory=dict)
     _gateway = None
-    _policy = None
+    policy_engine = None
     _gateway_channels: PeerChannels | None = None
 
     @property
@@ -48,10 +48,10 @@ class EmbeddedPlatform:
         os.chmod(self.data_dir, 0o700)
         self.tls = ensure_dev_pki(self.data_dir / "tls", [*SERVICES, "gateway"])
         addresses: dict[str, str] = dict(self.settings.addresses)
-        self._policy = make_policy_engine(self.settings.opa_url, self.settings.policy_dir)
+        self.policy_engine = make_policy_engine(self.settings.opa_url, self.settings.policy_dir)
         for name in SERVICES:
             settings = self.settings.with_changes(tls=self.tls[name], addresses=addresses)
-            host = ServiceHost(load_definition(name), settings, policy_engine=self._policy)
+            host = ServiceHost(load_definition(name), settings, policy_engine=self.policy_engine)
             port = await host.start(f"{self.host}:0")
             # Peers open their channels lazily, so filling in the address after each start
             # is enough for every service to find every other.
@@ -78,8 +78,9 @@ class EmbeddedPlatform:
 
     async def stop(self) -> None:
         if self._gateway is not None:
-            self._gateway.should_exit = True
-            await self._gateway.shutdown() if hasattr(self._gateway, "shutdown") else None
+            from innominatus.gateway.app import stop_in_loop
+
+            await stop_in_loop(self._gateway)
             self._gateway = None
         if self._gateway_channels is not None:
             await self._gateway_channels.close()
@@ -87,5 +88,5 @@ class EmbeddedPlatform:
         for name in reversed(list(self.hosts)):
             await self.hosts[name].stop()
         self.hosts.clear()
-        if self._policy is not None:
-            await self._policy.close()
+        if self.policy_engine is not None:
+            await self.policy_engine.close()

@@ -21,6 +21,7 @@ from innominatus.kit.clients import secure_channel
 from innominatus.kit.config import Settings
 from innominatus.kit.embedded import EmbeddedPlatform
 from innominatus.kit.pki import TlsFiles
+from innominatus.kit.server import ServiceHost
 from tests.helpers.database import drop_database, fresh_database
 
 
@@ -76,6 +77,16 @@ class TestPlatform:
         finally:
             await channel.close()
         return await self.login(username, password)
+
+    async def stop_service(self, service: str) -> None:
+        await self.platform.hosts[service].stop(grace=0)
+
+    async def start_service(self, service: str) -> None:
+        """Start ``service`` again on the port it had, as a fresh process would."""
+        old = self.platform.hosts[service]
+        host = ServiceHost(old.definition, old.settings, policy_engine=self.platform.policy_engine)
+        await host.start(f"127.0.0.1:{old.port}")
+        self.platform.hosts[service] = host
 
     def http(self, token: str | None = None) -> httpx.AsyncClient:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
