@@ -68,14 +68,15 @@ def test_login_deploy_inspect_and_verify_through_the_cli(platform_process):
     run_cli(platform, "login", "--server", endpoints["gateway"], "--username", admin["username"], "--password-stdin",
             stdin=admin["password"] + "\n")
     whoami = json.loads(run_cli(platform, "whoami", "-o", "json").stdout)
-    assert whoami["username"] == "admin"
+    assert whoami["user"]["username"] == "admin"
+    assert whoami["user"]["roles"] == ["ROLE_ADMIN"]
 
     deployed = run_cli(platform, "deploy", "-f", str(SCORE), "--env", "dev", "--wait", "--timeout", "60", "-o", "json")
     result = json.loads(deployed.stdout)
     run_name = result["run"]["name"]
     assert result["run"]["state"] == "RUN_STATE_SUCCEEDED"
 
-    run = json.loads(run_cli(platform, "runs", "get", run_name, "-o", "json").stdout)
+    run = json.loads(run_cli(platform, "runs", "get", run_name, "-o", "json").stdout)["run"]
     assert [s["name"] for s in run["steps"]] == ["validate", "resources", "render", "release"]
     assert all(s["state"] == "STEP_STATE_SUCCEEDED" for s in run["steps"])
     release = platform["data_dir"] / "engine" / "releases" / "dev" / "checkout" / "checkout.yaml"

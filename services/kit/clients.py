@@ -11,6 +11,7 @@ import grpc
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
 from innominatus.kit import context as reqctx
+from innominatus.kit.errors import Unavailable
 from innominatus.kit.pki import TlsFiles
 
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
@@ -71,7 +72,10 @@ class PeerChannels:
         if service not in self._channels:
             address = self.addresses.get(service)
             if not address:
-                raise RuntimeError(f"no address configured for the {service} service (INNOMINATUS_{service.upper()}_ADDR)")
+                raise Unavailable(
+                    f"no address configured for the {service} service (set INNOMINATUS_{service.upper()}_ADDR)",
+                    reason="SERVICE_NOT_CONFIGURED",
+                )
             self._channels[service] = secure_channel(address, self.tls)
         return self._channels[service]
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from innominatus.kit.pki import TlsFiles
 
-SERVICES = ("identity", "audit", "resources", "engine", "specs")
+# In start order: audit first, so the others can ship their audit events from the start.
+SERVICES = ("audit", "identity", "resources", "engine", "specs")
 
 
 def _env(name: str, default: str | None = None) -> str | None:

@@ -16,6 +16,7 @@ from sqlalchemy import BigInteger, Column, DateTime, Integer, LargeBinary, MetaD
 
 from innominatus.common.v1 import audit_event_pb2
 from innominatus.kit.db import Database
+from innominatus.kit.errors import Unavailable
 from innominatus.kit.logs import get_logger
 
 log = get_logger(__name__)
@@ -100,7 +101,7 @@ class OutboxRelay:
                 while await self.drain_once():
                     pass
                 delay = self.interval
-            except (grpc.RpcError, OSError) as exc:
+            except (grpc.RpcError, OSError, Unavailable) as exc:
                 # Audit is down or unreachable: keep the events and try again later.
                 delay = min(delay * 2, 30.0)
                 log.warning("audit relay could not ship events; will retry", error=str(exc), retry_in=delay)
