@@ -54,6 +54,7 @@ from innominatus.identity.v1 import identity_pb2
 from innominatus.kit import context as reqctx
 from innominatus.kit.clients import PeerChannels
 from innominatus.kit.config import Settings
+from innominatus.kit.errors import Unavailable
 from innominatus.kit.logs import get_logger
 from innominatus.kit.telemetry import current_trace_id, tracer_provider
 
@@ -327,14 +328,14 @@ class Gateway:
                     access_token = await self._exchange_api_key(credential, rid)
                 except grpc.RpcError as exc:
                     return problems.problem_response(problems.problem_from_rpc_error(exc, "identity", rid))
-                except RuntimeError as exc:  # no address configured
+                except Unavailable as exc:  # no address configured
                     return problems.problem_response(problems.service_unavailable("identity", rid, str(exc)))
                 authorization = f"Bearer {access_token}"
             metadata.append(("authorization", authorization))
 
         try:
             channel = self.channels.channel(route.backend)
-        except RuntimeError as exc:
+        except Unavailable as exc:
             return problems.problem_response(problems.service_unavailable(route.backend, rid, str(exc)))
 
         if route.server_streaming:
