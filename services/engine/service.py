@@ -8,7 +8,6 @@ a run got.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import uuid
 
 from google.protobuf import json_format
@@ -23,19 +22,11 @@ from innominatus.kit.errors import InnominatusError, InvalidArgument, NotFound
 from innominatus.kit.logs import get_logger
 from innominatus.kit.pagination import page_of
 from innominatus.kit.server import Runtime, ServiceDefinition
+from innominatus.kit import times
 
 log = get_logger(__name__)
 
 PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED = "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
-def _ts(field, value) -> None:
-    if value is not None:
-        field.FromDatetime(value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc))
 
 
 async def load_run(session, run_id: str) -> engine_pb2.Run | None:
@@ -61,8 +52,8 @@ def _run_proto(row, steps) -> engine_pb2.Run:
         error=row.error,
         etag=f'W/"{row.version}"',
     )
-    _ts(run.create_time, row.created_at)
-    _ts(run.update_time, row.updated_at)
+    times.set_time(run.create_time, row.created_at)
+    times.set_time(run.update_time, row.updated_at)
     for s in steps:
         step = run.steps.add(
             name=s.name,
@@ -71,8 +62,8 @@ def _run_proto(row, steps) -> engine_pb2.Run:
             attempts=s.attempts,
             message=s.message,
         )
-        _ts(step.start_time, s.started_at)
-        _ts(step.end_time, s.ended_at)
+        times.set_time(step.start_time, s.started_at)
+        times.set_time(step.end_time, s.ended_at)
         if s.outputs:
             step.outputs.update(s.outputs)
     return run
@@ -107,7 +98,7 @@ class RunWorker:
             if run_id is None:
                 return None
             await s.execute(
-                update(runs).where(runs.c.id == run_id).values(state=RUNNING, updated_at=_now(), version=runs.c.version + 1)
+                update(runs).where(runs.c.id == run_id).values(state=RUNNING, updated_at=times.now(), version=runs.c.version + 1)
             )
             return run_id
 
@@ -140,7 +131,7 @@ class RunWorker:
             key = (steps.c.run_id == run_id) & (steps.c.position == row.position)
             async with database.transaction() as s:
                 await s.execute(
-                    update(steps).where(key).values(state=RUNNING, attempts=steps.c.attempts + 1, started_at=_now())
+                    update(steps).where(key).values(state=RUNNING, attempts=steps.c.attempts + 1, started_at=times.now())
                 )
             ctx = StepContext(
                 run_id=run_id,
@@ -156,20 +147,20 @@ class RunWorker:
                 message = exc.message if isinstance(exc, InnominatusError) else f"{type(exc).__name__}: {exc}"
                 log.warning("step failed", run=run_id, step=row.name, error=message)
                 async with database.transaction() as s:
-                    await s.execute(update(steps).where(key).values(state=FAILED, message=message, ended_at=_now()))
+                    await s.execute(update(steps).where(key).values(state=FAILED, message=message, ended_at=times.now()))
                     await s.execute(
                         update(runs)
                         .where(runs.c.id == run_id)
-                        .values(state=FAILED, error=f"step {row.name!r} failed: {message}", updated_at=_now(),
+                        .values(state=FAILED, error=f"step {row.name!r} failed: {message}", updated_at=times.now(),
                                 version=runs.c.version + 1)
                     )
                 return
             outputs[row.name] = result
             async with database.transaction() as s:
-                await s.execute(update(steps).where(key).values(state=SUCCEEDED, outputs=result, ended_at=_now()))
+                await s.execute(update(steps).where(key).values(state=SUCCEEDED, outputs=result, ended_at=times.now()))
         async with database.transaction() as s:
             await s.execute(
-                update(runs).where(runs.c.id == run_id).values(state=SUCCEEDED, updated_at=_now(), version=runs.c.version + 1)
+                update(runs).where(runs.c.id == run_id).values(state=SUCCEEDED, updated_at=times.now(), version=runs.c.version + 1)
             )
         log.info("run succeeded", run=run_id, workflow=run.workflow)
 
@@ -195,7 +186,7 @@ class EngineServicer(engine_pb2_grpc.EngineServiceServicer):
                 return engine_pb2.StartRunResponse(run=await load_run(session, existing))
         run_id = uuid.uuid4().hex
         ctx = reqctx.current()
-        now = _now()
+        now = times.now()
         await session.execute(
             runs.insert().values(
                 id=run_id,

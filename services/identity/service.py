@@ -42,6 +42,7 @@ from innominatus.kit.errors import (
 from innominatus.kit.logs import get_logger
 from innominatus.kit.pagination import page_of
 from innominatus.kit.server import Runtime, ServiceDefinition
+from innominatus.kit import times
 
 log = get_logger(__name__)
 
@@ -71,23 +72,6 @@ BOOTSTRAP_USERNAME = "admin"
 INVALID_CREDENTIALS = "invalid credentials: check the username and password, or the API key"
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
-def _utc(value: dt.datetime | None) -> dt.datetime | None:
-    """SQLite hands datetimes back naive; everything here is stored in UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=dt.timezone.utc)
-    return value
-
-
-def _timestamp(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(_utc(value))
-    return ts
 
 
 def hash_api_key(key: str) -> str:
@@ -107,7 +91,7 @@ def _user_proto(row, teams: list[str]) -> identity_pb2.User:
         display_name=row.display_name or "",
         roles=_role_values(row.roles),
         teams=sorted(f"teams/{t}" for t in teams),
-        create_time=_timestamp(row.created_at),
+        create_time=times.timestamp(row.created_at),
         disabled=bool(row.disabled),
     )
 
@@ -117,7 +101,7 @@ def _team_proto(row, members: list[str]) -> identity_pb2.Team:
         name=f"teams/{row.name}",
         display_name=row.display_name or "",
         members=sorted(f"users/{m}" for m in members),
-        create_time=_timestamp(row.created_at),
+        create_time=times.timestamp(row.created_at),
     )
 
 
@@ -127,9 +111,9 @@ def _api_key_proto(row) -> identity_pb2.ApiKey:
         display_name=row.display_name or "",
         owner=f"users/{row.owner}",
         prefix=row.prefix,
-        create_time=_timestamp(row.created_at),
-        expire_time=_timestamp(row.expires_at),
-        revoke_time=_timestamp(row.revoked_at),
+        create_time=times.timestamp(row.created_at),
+        expire_time=times.timestamp(row.expires_at),
+        revoke_time=times.timestamp(row.revoked_at),
     )
 
 
@@ -256,9 +240,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             raise Unauthenticated(
                 f"API key {found.prefix}... was revoked: create a new one", reason="API_KEY_REVOKED"
             )
-        if _utc(found.expires_at) <= _now():
+        if times.utc(found.expires_at) <= times.now():
             raise Unauthenticated(
-                f"API key {found.prefix}... expired at {_utc(found.expires_at).isoformat()}: create a new one",
+                f"API key {found.prefix}... expired at {times.utc(found.expires_at).isoformat()}: create a new one",
                 reason="API_KEY_EXPIRED",
             )
         row = await _user_row(session, found.owner)
@@ -333,7 +317,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                 "user",
                 [FieldViolation("user.teams", f"team teams/{t} does not exist: create it first") for t in sorted(missing)],
             )
-        now = _now()
+        now = times.now()
         try:
             await session.execute(
                 insert(models.users).values(
@@ -406,7 +390,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             raise _invalid(
                 "team", [FieldViolation("team.members", f"user users/{u} does not exist") for u in sorted(missing)]
             )
-        now = _now()
+        now = times.now()
         try:
             await session.execute(
                 insert(models.teams).values(name=slug, display_name=team.display_name, created_at=now)
@@ -444,7 +428,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             raise NotFound(f"user 'users/{username}' not found", reason="USER_NOT_FOUND")
         members = (await _members_by_team(session, [slug]))[slug]
         if username not in members:  # adding an existing member changes nothing
-            await session.execute(insert(models.team_members).values(team=slug, username=username, created_at=_now()))
+            await session.execute(insert(models.team_members).values(team=slug, username=username, created_at=times.now()))
             members.append(username)
         return identity_pb2.AddTeamMemberResponse(team=_team_proto(team, members))
 
@@ -467,7 +451,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         if owner is None:
             raise FailedPrecondition(f"user {subject.name!r} no longer exists", reason="USER_NOT_FOUND")
         key = API_KEY_PREFIX + secrets.token_urlsafe(32)
-        now = _now()
+        now = times.now()
         key_id = uuid.uuid4().hex
         await session.execute(
             insert(models.api_keys).values(
@@ -512,7 +496,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                 reason="NOT_API_KEY_OWNER",
             )
         if row.revoked_at is None:  # revoking twice keeps the first revocation time
-            await session.execute(update(table).where(table.c.id == key_id).values(revoked_at=_now()))
+            await session.execute(update(table).where(table.c.id == key_id).values(revoked_at=times.now()))
             row = (await session.execute(select(table).where(table.c.id == key_id))).one()
         return identity_pb2.RevokeApiKeyResponse(api_key=_api_key_proto(row))
 
@@ -586,7 +570,7 @@ async def bootstrap(runtime: Runtime) -> None:
                         password_hash=password_hash,
                         roles=[ADMIN_ROLE],
                         disabled=False,
-                        created_at=_now(),
+                        created_at=times.now(),
                     )
                 )
             except IntegrityError:

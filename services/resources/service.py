@@ -15,6 +15,7 @@ from innominatus.kit import db
 from innominatus.kit.errors import InvalidArgument, NotFound
 from innominatus.kit.pagination import page_of
 from innominatus.kit.server import Runtime, ServiceDefinition
+from innominatus.kit.times import set_time
 from innominatus.resources import models
 from innominatus.resources.v1 import resources_pb2, resources_pb2_grpc
 
@@ -31,8 +32,8 @@ def _to_proto(row) -> resources_pb2.Resource:
         state=resources_pb2.ResourceState.Value(f"RESOURCE_STATE_{row.state}"),
     )
     resource.claim.params.update(row.params or {})
-    resource.create_time.FromDatetime(row.created_at)
-    resource.update_time.FromDatetime(row.updated_at)
+    set_time(resource.create_time, row.created_at)
+    set_time(resource.update_time, row.updated_at)
     return resource
 
 

@@ -8,7 +8,6 @@ verify the user and ask the policy themselves.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import re
 import uuid
@@ -23,6 +22,7 @@ from innominatus.kit import db
 from innominatus.kit.errors import FieldViolation, InvalidArgument, NotFound, from_rpc_error
 from innominatus.kit.pagination import page_size
 from innominatus.kit.server import Runtime, ServiceDefinition
+from innominatus.kit import times
 from innominatus.resources.v1 import resources_pb2, resources_pb2_grpc
 from innominatus.specs import models
 from innominatus.specs.v1 import specs_pb2, specs_pb2_grpc
@@ -39,11 +39,6 @@ def _finding_proto(f: Finding) -> specs_pb2.Finding:
     )
 
 
-def _ts(field, value) -> None:
-    if value is not None:
-        field.FromDatetime(value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc))
-
-
 def _deployment_proto(row) -> specs_pb2.Deployment:
     d = specs_pb2.Deployment(
         name=f"deployments/{row.id}",
@@ -56,7 +51,7 @@ def _deployment_proto(row) -> specs_pb2.Deployment:
         creator=row.creator,
         resources=list(row.resources or []),
     )
-    _ts(d.create_time, row.created_at)
+    times.set_time(d.create_time, row.created_at)
     return d
 
 
@@ -155,7 +150,7 @@ class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
                 id=deployment_id, application=application, environment=request.environment,
                 workload=result.workload, workload_version=version, content_hash=content_hash,
                 run=started.run.name, resources=[r.name for r in claimed.resources], creator=creator,
-                request_id=request.request_id or None, created_at=dt.datetime.now(dt.timezone.utc),
+                request_id=request.request_id or None, created_at=times.now(),
             )
         )
         row = (await session.execute(select(deployments).where(deployments.c.id == deployment_id))).one()
@@ -189,7 +184,7 @@ class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
         await session.execute(
             versions.insert().values(
                 workload=workload, version=version, content_hash=content_hash, source=source, creator=creator,
-                created_at=dt.datetime.now(dt.timezone.utc),
+                created_at=times.now(),
             )
         )
         return version
@@ -210,8 +205,8 @@ class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
             latest_deployment=_deployment_proto(rows[-1]),
             etag=f'W/"{len(rows)}"',
         )
-        _ts(app.create_time, rows[0].created_at)
-        _ts(app.update_time, rows[-1].created_at)
+        times.set_time(app.create_time, rows[0].created_at)
+        times.set_time(app.update_time, rows[-1].created_at)
         return app
 
     async def ListApplications(self, request, context):
