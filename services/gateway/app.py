@@ -481,12 +481,12 @@ def _uvicorn_config(app: Starlette, settings: Settings, host: str, port: int) ->
 
 
 async def serve(settings: Settings, channels: PeerChannels | None = None) -> None:
-    """Run the gateway until SIGINT/SIGTERM (``innominatus serve gateway``)."""
-    host, port = split_listen(settings.gateway_listen)
-    app = create_app(settings, channels)
-    server = uvicorn.Server(_uvicorn_config(app, settings, host, port))
-    log.info("gateway listening", address=settings.gateway_listen)
-    await server.serve()
+    """Run the gateway until SIGINT/SIGTERM (``innominatus serve gateway``), then drain and
+    return, so the process exits 0 like the gRPC services do."""
+    from innominatus.kit.server import run_until_signalled
+
+    server, _port = await start_in_loop(settings, channels)
+    await run_until_signalled(lambda: stop_in_loop(server))
 
 
 class _EmbeddedServer(uvicorn.Server):
