@@ -71,12 +71,6 @@ def test_data_files_needed_at_run_time_are_in_the_wheel(names):
     assert "innominatus/specs/score_v1b1.schema.yaml" in names
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="services/<name>/migrations/ and migrations/versions/ have no __init__.py, so setup.py's "
-    "find_packages() skips them and package-data never applies: the wheel has no migrations, and an installed "
-    "`innominatus migrate` / `serve` cannot find alembic's script_location",
-)
 def test_each_services_migrations_are_in_the_wheel(names):
     for service in SERVICES_WITH_MIGRATIONS:
         assert f"innominatus/{service}/migrations/env.py" in names, service
@@ -100,25 +94,72 @@ def test_console_script_is_declared(wheel, dist_info):
     assert scripts.get("innominatus") == "innominatus.cli.main:main"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the Rego policies live at the repository root (policies/), outside services/, so the wheel does not "
-    "carry them and innominatus.kit.policy.default_policy_dir() points at <site-packages>/policies, which does "
-    "not exist: an installed `innominatus up` has no policies unless INNOMINATUS_POLICY_DIR is set",
-)
-def test_the_installed_wheel_finds_its_policies(wheel, names, tmp_path):
-    """Unpacked on its own (not the editable checkout), the package must find the Rego policies."""
-    assert any(n.endswith(".rego") for n in names), "no .rego file in the wheel"
-    site = tmp_path / "site"
+@pytest.fixture(scope="module")
+def installed(wheel, tmp_path_factory) -> Path:
+    """The wheel unpacked as site-packages would hold it, away from the checkout."""
+    site = tmp_path_factory.mktemp("site")
     with zipfile.ZipFile(wheel) as archive:
         archive.extractall(site)
+    return site
+
+
+def _installed_env(site: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("INNOMINATUS_")}
-    env["PYTHONPATH"] = str(site)
-    probe = (
-        "import innominatus.kit.policy as p, sys; d = p.default_policy_dir(); "
-        "assert p.__file__.startswith(sys.argv[1]), p.__file__; "
-        "print(d); sys.exit(0 if d.is_dir() and any(d.rglob('*.rego')) else 3)"
+    env["PYTHONPATH"] = str(site)  # ahead of the editable install of the checkout
+    return env
+
+
+def test_the_installed_wheel_migrates_every_service(installed, tmp_path):
+    data = tmp_path / "data"
+    env = {**_installed_env(installed), "INNOMINATUS_DATA_DIR": str(data)}
+    probe = "import sys, innominatus.kit.migrate as m; assert m.__file__.startswith(sys.argv[1]), m.__file__"
+    where = subprocess.run([sys.executable, "-c", probe, str(installed)], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert where.returncode == 0, where.stderr[-1500:]
+    done = subprocess.run(
+        [sys.executable, "-m", "innominatus.cli.main", "migrate"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
+    assert done.returncode == 0, done.stderr[-3000:]
+    for service in SERVICES_WITH_MIGRATIONS:
+        assert f"{service}: migrated" in done.stdout, done.stdout
+        assert (data / f"{service}.db").is_file(), service
+
+
+def test_the_installed_wheel_finds_its_policies(names, installed, tmp_path):
+    """Installed (not the editable checkout), the package must find and load the Rego policies."""
+    assert any(n.endswith(".rego") for n in names), "no .rego file in the wheel"
+    site = installed
+    env = _installed_env(site)
+    # The default engine must load them and answer (a deny is an answer; "unavailable" is not).
+    probe = """
+import asyncio, sys
+import innominatus.kit.policy as p
+assert p.__file__.startswith(sys.argv[1]), p.__file__
+d = p.default_policy_dir()
+print(d)
+assert d.is_dir() and any(d.rglob("*.rego")), "no policies there"
+
+async def decide():
+    engine = p.make_policy_engine(None)
+    try:
+        return await engine.decide({
+            "subject": {"type": "user", "name": "users/v", "username": "v", "roles": ["viewer"], "teams": []},
+            "peer": {"service": "gateway", "spiffe_id": "spiffe://innominatus.local/service/gateway"},
+            "method": "/innominatus.specs.v1.SpecsService/CreateDeployment",
+            "permission": "deployments.create",
+            "request": {},
+            "resource": {"type": "deployment", "name": "", "environment": "dev", "application": ""},
+        })
+    finally:
+        await engine.close()
+
+decision = asyncio.run(decide())
+assert decision.allow is False and decision.reasons, decision
+"""
     done = subprocess.run(
         [sys.executable, "-c", probe, str(site)], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60
     )

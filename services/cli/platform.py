@@ -27,7 +27,8 @@ def add_commands(subparsers) -> None:
 
     serve = subparsers.add_parser("serve", help="run one service (production)")
     serve.add_argument("service", choices=SERVABLE)
-    serve.add_argument("--listen", default=None, help="host:port to listen on (default INNOMINATUS_LISTEN or 0.0.0.0:50051)")
+    serve.add_argument("--listen", default=None, help="host:port to listen on (default INNOMINATUS_LISTEN or 0.0.0.0:50051; "
+                       "for the gateway INNOMINATUS_GATEWAY_LISTEN)")
     serve.set_defaults(func=cmd_serve)
 
     migrate = subparsers.add_parser("migrate", help="apply database migrations and exit")
@@ -84,7 +85,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings()
     configure(settings.log_level, service=args.service)
-    listen = args.listen or os.environ.get("INNOMINATUS_LISTEN") or "0.0.0.0:50051"
+    listen = args.listen or os.environ.get("INNOMINATUS_LISTEN")
+    if args.service == "gateway":
+        # The gateway listens on INNOMINATUS_GATEWAY_LISTEN unless --listen names another.
+        if args.listen:
+            settings = settings.with_changes(gateway_listen=args.listen)
+    listen = listen or "0.0.0.0:50051"
     return asyncio.run(_serve(args.service, settings, listen))
 
 
@@ -96,6 +102,11 @@ async def _serve(service: str, settings: Settings, listen: str) -> int:
 
         await serve(settings)
         return 0
+    if settings.metrics_listen:
+        from prometheus_client import start_http_server
+
+        metrics_host, _, metrics_port = settings.metrics_listen.rpartition(":")
+        start_http_server(int(metrics_port), addr=metrics_host or "0.0.0.0")
     host = ServiceHost(load_definition(service), settings)
     await host.start(listen)
     await run_until_signalled(host.stop)

@@ -477,6 +477,8 @@ def _uvicorn_config(app: Starlette, settings: Settings, host: str, port: int) ->
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_seconds)),
+        ssl_certfile=str(settings.gateway_tls_cert) if settings.gateway_tls_cert else None,
+        ssl_keyfile=str(settings.gateway_tls_key) if settings.gateway_tls_key else None,
     )
 
 

@@ -31,6 +31,10 @@ def _env_float(name: str, default: float) -> float:
         raise SystemExit(f"configuration error: {name}={raw!r} is not a number") from exc
 
 
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path = Path(".innominatus")
@@ -47,6 +51,13 @@ class Settings:
     token_ttl_seconds: int = 900
     relay_interval_seconds: float = 1.0
     shutdown_grace_seconds: float = 10.0
+    # Time between reporting NOT_SERVING and refusing new calls, so load balancers notice.
+    shutdown_delay_seconds: float = 0.0
+    # host:port for a Prometheus /metrics endpoint of a `serve`d gRPC service; empty: none.
+    metrics_listen: str = ""
+    # Serve the gateway over HTTPS with this certificate and key (PEM); empty: plain HTTP.
+    gateway_tls_cert: Path | None = None
+    gateway_tls_key: Path | None = None
     gateway_listen: str = "127.0.0.1:8080"
     gateway_max_body_bytes: int = 1_048_576
     gateway_rate_limit_per_second: float = 50.0
@@ -81,7 +92,7 @@ class Settings:
                 "configuration error: set all of INNOMINATUS_TLS_CA, INNOMINATUS_TLS_CERT and INNOMINATUS_TLS_KEY"
             )
         addresses = {}
-        for name in (*SERVICES, "gateway"):
+        for name in SERVICES:
             value = _env(f"INNOMINATUS_{name.upper()}_ADDR")
             if value:
                 addresses[name] = value
@@ -97,6 +108,10 @@ class Settings:
             token_ttl_seconds=int(_env_float("INNOMINATUS_TOKEN_TTL_SECONDS", 900)),
             relay_interval_seconds=_env_float("INNOMINATUS_AUDIT_RELAY_INTERVAL_SECONDS", 1.0),
             shutdown_grace_seconds=_env_float("INNOMINATUS_SHUTDOWN_GRACE_SECONDS", 10.0),
+            shutdown_delay_seconds=_env_float("INNOMINATUS_SHUTDOWN_DELAY_SECONDS", 0.0),
+            metrics_listen=_env("INNOMINATUS_METRICS_LISTEN", ""),
+            gateway_tls_cert=_path(_env("INNOMINATUS_GATEWAY_TLS_CERT")),
+            gateway_tls_key=_path(_env("INNOMINATUS_GATEWAY_TLS_KEY")),
             gateway_listen=_env("INNOMINATUS_GATEWAY_LISTEN", "127.0.0.1:8080"),
             gateway_max_body_bytes=int(_env_float("INNOMINATUS_GATEWAY_MAX_BODY_BYTES", 1_048_576)),
             gateway_rate_limit_per_second=_env_float("INNOMINATUS_GATEWAY_RATE_LIMIT_PER_SECOND", 50.0),

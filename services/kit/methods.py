@@ -12,7 +12,7 @@ from innominatus.common.v1 import method_policy_pb2
 
 # The external surface: the REST gateway and operator tooling holding a `tool/cli`
 # certificate (grpcurl, scripts).
-EXTERNAL_CALLERS = frozenset({"gateway", "cli"})
+EXTERNAL_CALLERS = frozenset({"gateway", "tool/cli"})
 
 
 @dataclass(frozen=True)

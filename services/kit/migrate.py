@@ -35,7 +35,13 @@ def upgrade(service: str, url: str, revision: str = "head") -> None:
                 # Several processes may start at once; the advisory lock serialises their
                 # migrations of this schema.
                 connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(:s))"), {"s": f"migrate:{schema}"})
-                connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+                exists = connection.execute(
+                    text("SELECT 1 FROM information_schema.schemata WHERE schema_name = :s"), {"s": schema}
+                ).first()
+                if not exists:
+                    # Only the first start needs CREATE on the database; a role that owns its
+                    # schema already can migrate without it.
+                    connection.execute(text(f'CREATE SCHEMA "{schema}"'))
                 connection = connection.execution_options(schema_translate_map={None: schema})
             cfg = _config(service, url)
             cfg.attributes["connection"] = connection

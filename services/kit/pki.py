@@ -38,13 +38,15 @@ def spiffe_id(name: str, kind: str = "service") -> str:
 
 
 def identity_from_spiffe(uri: str) -> str | None:
-    """The workload name of a SPIFFE ID in our trust domain, else None."""
+    """The peer name of a SPIFFE ID in our trust domain, else None: ``specs`` for
+    ``.../service/specs`` and ``tool/cli`` for ``.../tool/cli``, so a tool's certificate can
+    never pass for a service of the same name."""
     if not uri.startswith(SPIFFE_PREFIX):
         return None
     parts = uri[len(SPIFFE_PREFIX) :].split("/")
     if len(parts) != 2 or parts[0] not in ("service", "tool") or not parts[1]:
         return None
-    return parts[1]
+    return parts[1] if parts[0] == "service" else f"tool/{parts[1]}"
 
 
 def _write_private(path: Path, data: bytes) -> None:

@@ -353,12 +353,14 @@ def _rego_error_summary(exc: object, sources: dict[str, str]) -> str:
 
 
 def default_policy_dir() -> Path:
-    """The repository's ``policies/`` directory (override with INNOMINATUS_POLICY_DIR)."""
+    """The policies shipped with innominatus (the repository's ``policies/``, installed as
+    ``innominatus.policies``); override with INNOMINATUS_POLICY_DIR."""
     override = os.environ.get(POLICY_DIR_ENV)
     if override:
         return Path(override)
-    # services/kit/policy.py -> repo root is two levels above services/kit.
-    return Path(__file__).resolve().parents[2] / "policies"
+    import innominatus.policies
+
+    return Path(innominatus.policies.__file__).resolve().parent
 
 
 def make_policy_engine(opa_url: str | None, policy_dir: Path | None = None) -> PolicyEngine:

@@ -17,7 +17,7 @@ from typing import Callable
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from opentelemetry.instrumentation.grpc import aio_server_interceptor
+from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 from sqlalchemy import Table
 
 from innominatus.audit.v1 import audit_pb2, audit_pb2_grpc
@@ -119,7 +119,9 @@ class ServiceHost:
         methods = self.methods
         tracer_provider()
         interceptors = [
-            aio_server_interceptor(),
+            # Health is left out of tracing: the instrumentation cannot wrap its streaming
+            # Watch handler, and probes every few seconds would only add noise.
+            aio_server_interceptor(filter_=filters.negate(filters.health_check())),
             icp.RequestContextInterceptor(methods),
             icp.MetricsInterceptor(methods, self.name),
             icp.PeerInterceptor(methods),
@@ -135,6 +137,9 @@ class ServiceHost:
             [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
         )
         self.port = server.add_secure_port(address, server_credentials(settings.tls))
+        # The stock servicer starts with the overall status SERVING; start-up work is not
+        # done yet, so say so until _after_listen has finished.
+        await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         await server.start()
         self.server = server
         try:
@@ -168,6 +173,8 @@ class ServiceHost:
             return
         # Tell load balancers and health probes first, then let in-flight calls finish.
         await self.health.enter_graceful_shutdown()
+        if self.settings.shutdown_delay_seconds > 0:
+            await asyncio.sleep(self.settings.shutdown_delay_seconds)
         if self.definition.on_stop is not None and self.runtime is not None:
             result = self.definition.on_stop(self.runtime)
             if asyncio.iscoroutine(result):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -41,8 +43,19 @@ def tracer_provider(service_name: str = "innominatus") -> TracerProvider:
             _provider = current
         else:
             _provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+            _add_configured_exporter(_provider)
             trace.set_tracer_provider(_provider)
     return _provider
+
+
+def _add_configured_exporter(provider: TracerProvider) -> None:
+    """Ship spans over OTLP/HTTP when the standard OTEL_EXPORTER_OTLP_* variables ask for it."""
+    if not (os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")):
+        return
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
 
 
 def current_trace_id() -> str:
