@@ -39,7 +39,8 @@ class EmbeddedPlatform:
 
     @property
     def gateway_url(self) -> str:
-        return f"http://{self.host}:{self.gateway_port}"
+        scheme = "https" if self.settings.gateway_tls_cert else "http"
+        return f"{scheme}://{self.host}:{self.gateway_port}"
 
     async def start(self, gateway_port: int = 0) -> None:
         from innominatus.gateway.app import start_in_loop

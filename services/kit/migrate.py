@@ -36,7 +36,7 @@ def upgrade(service: str, url: str, revision: str = "head") -> None:
                 # migrations of this schema.
                 connection.execute(text("SELECT pg_advisory_xact_lock(hashtext(:s))"), {"s": f"migrate:{schema}"})
                 exists = connection.execute(
-                    text("SELECT 1 FROM information_schema.schemata WHERE schema_name = :s"), {"s": schema}
+                    text("SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = :s"), {"s": schema}
                 ).first()
                 if not exists:
                     # Only the first start needs CREATE on the database; a role that owns its
