@@ -158,6 +158,13 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE", help="Score files (`-` for stdin)")
     p.set_defaults(func=cmd_validate)
 
+    # render (offline)
+    p = _leaf(sub, "render", "print a Score workload with every placeholder resolved (offline; default -o yaml)")
+    p.add_argument("-f", "--file", required=True, help="the Score file (`-` for stdin)")
+    p.add_argument("--outputs", metavar="FILE",
+                   help="YAML or JSON mapping each resource name to its outputs, e.g. `db: {host: db.internal}`")
+    p.set_defaults(func=cmd_render)
+
     # deploy
     p = _leaf(sub, "deploy", "deploy a Score workload to an environment")
     p.add_argument("-f", "--file", required=True, help="the Score file (`-` for stdin)")
@@ -176,6 +183,25 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p = _leaf(apps, "get", "show an application and its deployments")
     p.add_argument("name", metavar="NAME", help="application name (`applications/NAME` or `NAME`)")
     p.set_defaults(func=cmd_apps_get)
+
+    # workloads (stored versions of Score files)
+    workloads = _group(sub, "workloads", "stored workload versions and their differences")
+    p = _leaf(workloads, "list", "list workloads with their latest version")
+    p.set_defaults(func=cmd_workloads_list)
+    p = _leaf(workloads, "versions", "list the stored versions of a workload, newest first")
+    p.add_argument("name", metavar="NAME", help="workload name (`workloads/NAME` or `NAME`)")
+    p.add_argument("--limit", type=_positive_int, default=100, help="at most this many (default 100)")
+    p.set_defaults(func=cmd_workloads_versions)
+    p = _leaf(workloads, "get", "print the Score file of one version (-o yaml: the source only)")
+    p.add_argument("name", metavar="NAME", help="workload name (`workloads/NAME` or `NAME`)")
+    p.add_argument("--version", "-v", type=_positive_int, help="version number (default: the latest)")
+    p.set_defaults(func=cmd_workloads_get)
+    p = _leaf(workloads, "diff", "show what changed between two versions of a workload")
+    p.add_argument("name", metavar="NAME", help="workload name (`workloads/NAME` or `NAME`)")
+    p.add_argument("base", metavar="A", type=_positive_int, help="version to compare from")
+    p.add_argument("target", metavar="B", type=_positive_int, help="version to compare to")
+    p.add_argument("--unified", "-u", action="store_true", help="print `diff -u` of the sources instead of a table")
+    p.set_defaults(func=cmd_workloads_diff)
 
     # runs
     runs = _group(sub, "runs", "workflow runs")
@@ -595,6 +621,48 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK if all_valid else EXIT_FAILED
 
 
+def cmd_render(args: argparse.Namespace) -> int:
+    from innominatus.specs.render import OutputsError, RenderError, load_outputs, position_of, render_workload  # noqa: PLC0415
+    from innominatus.specs.validation import validate_score  # noqa: PLC0415
+
+    shown = "<stdin>" if args.file == "-" else args.file
+    try:
+        text = _read_text(args.file)
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+        print(f"error: cannot read the Score file {shown}: {reason}", file=sys.stderr)
+        return EXIT_FAILED
+    result = validate_score(text, None if args.file == "-" else args.file)
+    if not result.valid or result.document is None:
+        for finding in result.findings:
+            print(format_finding(shown, _finding_dict(finding)), file=sys.stderr)
+        print(f"{shown}: not rendered: fix the errors above (`innominatus validate {shown}`)", file=sys.stderr)
+        return EXIT_FAILED
+    outputs: dict[str, Any] = {}
+    if args.outputs:
+        try:
+            outputs = load_outputs(_read_text(args.outputs))
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+            print(f"error: cannot read the outputs file {args.outputs}: {reason}", file=sys.stderr)
+            return EXIT_FAILED
+        except OutputsError as exc:
+            print(f"error: the outputs file {args.outputs} is invalid: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+    try:
+        rendered = render_workload(result.document, outputs)
+    except RenderError as exc:
+        for problem in exc.problems:
+            line, column = position_of(text, problem.pointer)
+            print(format_finding(shown, {"severity": "error", "message": problem.message, "pointer": problem.pointer,
+                                         "line": line, "column": column}), file=sys.stderr)
+        print(f"{shown}: not rendered: {len(exc.problems)} placeholder problem(s)", file=sys.stderr)
+        return EXIT_FAILED
+    fmt = _fmt(args, default="yaml")
+    output.emit(rendered, "yaml" if fmt == "table" else fmt)
+    return EXIT_OK
+
+
 # -- deploy -----------------------------------------------------------------------------
 
 
@@ -764,6 +832,111 @@ def cmd_apps_get(args: argparse.Namespace) -> int:
             print_table(deployments, DEPLOYMENT_COLUMNS)
 
     output.emit(response, _fmt(args), table)
+    return EXIT_OK
+
+
+# -- workloads --------------------------------------------------------------------------
+
+WORKLOAD_COLUMNS: list[output.Column] = [
+    ("NAME", lambda w: short(w.get("name"))),
+    ("LATEST", lambda w: w.get("latestVersion")),
+    ("HASH", lambda w: (w.get("latestContentHash") or "")[:12]),
+    ("CREATED", lambda w: when(w.get("createTime"))),
+    ("UPDATED", lambda w: when(w.get("updateTime"))),
+]
+
+WORKLOAD_VERSION_COLUMNS: list[output.Column] = [
+    ("VERSION", lambda v: v.get("version")),
+    ("HASH", lambda v: (v.get("contentHash") or "")[:12]),
+    ("CREATOR", lambda v: v.get("creator")),
+    ("CREATED", lambda v: when(v.get("createTime"))),
+]
+
+
+def _change_value(change: dict[str, Any], key: str) -> str:
+    if key not in change:
+        return ""
+    import json  # noqa: PLC0415
+
+    value = change[key]
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
+CHANGE_COLUMNS: list[output.Column] = [
+    ("OP", lambda c: str(c.get("op") or "-").removeprefix("OP_").lower()),
+    ("POINTER", lambda c: c.get("pointer")),
+    ("OLD", lambda c: _change_value(c, "oldValue")),
+    ("NEW", lambda c: _change_value(c, "newValue")),
+]
+
+
+def _workload_path(name: str) -> str:
+    return f"/api/v1/workloads/{segment(name, 'workloads')}"
+
+
+def cmd_workloads_list(args: argparse.Namespace) -> int:
+    with _client() as client:
+        items = client.paginate("/api/v1/workloads", "workloads")
+    output.emit({"workloads": items}, _fmt(args),
+                lambda: print_table(items, WORKLOAD_COLUMNS, empty="No workloads found."))
+    return EXIT_OK
+
+
+def cmd_workloads_versions(args: argparse.Namespace) -> int:
+    with _client() as client:
+        items = client.paginate(f"{_workload_path(args.name)}/versions", "workloadVersions", limit=args.limit)
+    output.emit({"workloadVersions": items}, _fmt(args),
+                lambda: print_table(items, WORKLOAD_VERSION_COLUMNS, empty="No versions found."))
+    return EXIT_OK
+
+
+def cmd_workloads_get(args: argparse.Namespace) -> int:
+    base = _workload_path(args.name)
+    with _client() as client:
+        version = args.version
+        if version is None:
+            latest = client.get(f"{base}/versions", {"pageSize": 1}).get("workloadVersions") or [{}]
+            version = latest[0].get("version") or 1
+        response = client.get(f"{base}/versions/{version}")
+    item = response.get("workloadVersion") or {}
+    source = item.get("scoreYaml") or ""
+    fmt = _fmt(args)
+    if fmt == "yaml":  # the Score file exactly as submitted, ready to redirect into a file
+        sys.stdout.write(source if source.endswith("\n") or not source else source + "\n")
+        return EXIT_OK
+
+    def table() -> None:
+        print_fields(
+            [
+                ("Name", item.get("name")),
+                ("Version", item.get("version")),
+                ("Hash", item.get("contentHash")),
+                ("Creator", item.get("creator")),
+                ("Created", when(item.get("createTime"))),
+            ]
+        )
+        print()
+        sys.stdout.write(source if source.endswith("\n") or not source else source + "\n")
+
+    output.emit(response, fmt, table)
+    return EXIT_OK
+
+
+def cmd_workloads_diff(args: argparse.Namespace) -> int:
+    with _client() as client:
+        response = client.get(f"{_workload_path(args.name)}:diff", {"base": args.base, "target": args.target})
+    changes = response.get("changes") or []
+    fmt = _fmt(args)
+
+    def table() -> None:
+        if args.unified:
+            sys.stdout.write(response.get("unifiedDiff") or "")
+        else:
+            print_table(changes, CHANGE_COLUMNS,
+                        empty=f"No differences between versions {args.base} and {args.target}.")
+
+    output.emit(response, fmt, table)
     return EXIT_OK
 
 

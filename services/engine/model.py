@@ -68,6 +68,8 @@ class WorkflowDef:
     deadline: float | None = None  # seconds for the whole run
     description: str = ""
     source: str = ""  # the YAML it came from
+    tags: tuple[str, ...] = ()  # metadata.tags (golden-path catalog)
+    owner: str = ""  # metadata.owner (golden-path catalog)
 
 
 class StepFailed(Exception):

@@ -73,6 +73,8 @@ def configure(level: str = "INFO", service: str | None = None) -> None:
     root.handlers = [handler]
     root.setLevel(numeric)
     logging.getLogger("alembic").setLevel(max(numeric, logging.WARNING))
+    # httpx logs every request URL at INFO, query strings (and any token in them) included.
+    logging.getLogger("httpx").setLevel(max(numeric, logging.WARNING))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

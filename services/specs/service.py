@@ -8,13 +8,16 @@ verify the user and ask the policy themselves.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
+import json
 import re
 import uuid
 
 import grpc
-from google.protobuf import struct_pb2
-from sqlalchemy import select
+from google.protobuf import json_format, struct_pb2
+from sqlalchemy import func, select
 
 from innominatus.engine.v1 import engine_pb2, engine_pb2_grpc
 from innominatus.kit import context as reqctx
@@ -24,6 +27,7 @@ from innominatus.kit.pagination import page_size
 from innominatus.kit.server import Runtime, ServiceDefinition
 from innominatus.kit import times
 from innominatus.resources.v1 import resources_pb2, resources_pb2_grpc
+from innominatus.specs import diff as specdiff
 from innominatus.specs import models
 from innominatus.specs.v1 import specs_pb2, specs_pb2_grpc
 from innominatus.specs.validation import ERROR, WARNING, Finding, validate_score
@@ -235,6 +239,221 @@ class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
             )
         ).all()
         return specs_pb2.GetApplicationResponse(application=app, deployments=[_deployment_proto(r) for r in rows])
+
+    # -- workload versions (reads) -------------------------------------------------------
+
+    async def ListWorkloads(self, request, context):
+        versions = models.workload_versions
+        size = page_size(request.page_size)
+        after = _decode_page_token(request.page_token, "workloads").get("w", "") if request.page_token else ""
+        summary = (
+            select(
+                versions.c.workload,
+                func.max(versions.c.version).label("latest"),
+                func.min(versions.c.created_at).label("first_time"),
+            )
+            .group_by(versions.c.workload)
+            .subquery()
+        )
+        query = (
+            select(versions.c.workload, versions.c.version, versions.c.content_hash, versions.c.created_at,
+                   summary.c.first_time)
+            .join(summary, (versions.c.workload == summary.c.workload) & (versions.c.version == summary.c.latest))
+            .order_by(versions.c.workload)
+        )
+        if after:
+            query = query.where(versions.c.workload > after)
+        rows = (await db.session().execute(query.limit(size + 1))).all()
+        token = ""
+        if len(rows) > size:
+            rows = rows[:size]
+            token = _encode_page_token("workloads", {"w": rows[-1].workload})
+        workloads = []
+        for row in rows:
+            w = specs_pb2.Workload(
+                name=f"workloads/{row.workload}", latest_version=row.version, latest_content_hash=row.content_hash
+            )
+            times.set_time(w.create_time, row.first_time)
+            times.set_time(w.update_time, row.created_at)
+            workloads.append(w)
+        return specs_pb2.ListWorkloadsResponse(workloads=workloads, next_page_token=token)
+
+    async def ListWorkloadVersions(self, request, context):
+        workload = _workload_name(request.parent, "parent")
+        versions = models.workload_versions
+        size = page_size(request.page_size)
+        query = (
+            select(versions.c.workload, versions.c.version, versions.c.content_hash, versions.c.creator,
+                   versions.c.created_at)
+            .where(versions.c.workload == workload)
+            .order_by(versions.c.version.desc())
+        )
+        if request.page_token:
+            state = _decode_page_token(request.page_token, "versions")
+            if state.get("w") != workload or not isinstance(state.get("v"), int):
+                raise InvalidArgument(
+                    "page_token belongs to another list: pass the next_page_token of the previous response "
+                    "with the same parent",
+                    reason="INVALID_PAGE_TOKEN",
+                )
+            query = query.where(versions.c.version < state["v"])
+        session = db.session()
+        rows = (await session.execute(query.limit(size + 1))).all()
+        token = ""
+        if len(rows) > size:
+            rows = rows[:size]
+            token = _encode_page_token("versions", {"w": workload, "v": rows[-1].version})
+        if not rows and not request.page_token:
+            await self._existing_versions(session, workload)  # raises NOT_FOUND for an unknown workload
+        return specs_pb2.ListWorkloadVersionsResponse(
+            workload_versions=[_version_proto(r) for r in rows], next_page_token=token
+        )
+
+    async def GetWorkloadVersion(self, request, context):
+        workload, version = _version_name(request.name)
+        session = db.session()
+        row = await self._version_row(session, workload, version)
+        return specs_pb2.GetWorkloadVersionResponse(workload_version=_version_proto(row, source=True))
+
+    async def DiffWorkloadVersions(self, request, context):
+        workload = _workload_name(request.name, "name")
+        bad = [
+            FieldViolation(field, f"the version number to compare {side} (1 or more)")
+            for field, side, value in (("base", "from", request.base), ("target", "to", request.target))
+            if value < 1
+        ]
+        if bad:
+            raise InvalidArgument(
+                "base and target must both be version numbers (1 or more), e.g. base=1&target=2",
+                violations=bad,
+            )
+        session = db.session()
+        base = await self._version_row(session, workload, request.base)
+        target = await self._version_row(session, workload, request.target)
+        base_name = f"workloads/{workload}/versions/{base.version}"
+        target_name = f"workloads/{workload}/versions/{target.version}"
+        response = specs_pb2.DiffWorkloadVersionsResponse(base_version=base_name, target_version=target_name)
+        if base.version == target.version or base.source == target.source:
+            return response
+        for change in specdiff.diff_documents(_document(base.source), _document(target.source)):
+            item = response.changes.add(op=_CHANGE_OPS[change.op], pointer=change.pointer)
+            if change.old is not specdiff.MISSING:
+                json_format.ParseDict(change.old, item.old_value)
+            if change.new is not specdiff.MISSING:
+                json_format.ParseDict(change.new, item.new_value)
+        response.unified_diff = specdiff.unified_diff(base.source, target.source, base_name, target_name)
+        return response
+
+    async def _version_row(self, session, workload: str, version: int):
+        versions = models.workload_versions
+        row = (
+            await session.execute(
+                select(versions).where((versions.c.workload == workload) & (versions.c.version == version))
+            )
+        ).one_or_none()
+        if row is None:
+            existing = await self._existing_versions(session, workload)
+            raise NotFound(
+                f"workload {workload!r} has no version {version}; it has versions {existing}",
+                reason="WORKLOAD_VERSION_NOT_FOUND",
+                metadata={"workload": workload, "version": str(version), "versions": existing},
+            )
+        return row
+
+    async def _existing_versions(self, session, workload: str) -> str:
+        """The stored version numbers of ``workload`` as "1-3" (NOT_FOUND when there are none)."""
+        versions = models.workload_versions
+        low, high, count = (
+            await session.execute(
+                select(func.min(versions.c.version), func.max(versions.c.version), func.count())
+                .where(versions.c.workload == workload)
+            )
+        ).one()
+        if not count:
+            raise NotFound(
+                f"workload {workload!r} not found: no Score file with metadata.name {workload!r} was ever deployed",
+                reason="WORKLOAD_NOT_FOUND",
+                metadata={"workload": workload},
+            )
+        if low == high:
+            return str(low)
+        if count == high - low + 1:
+            return f"{low}-{high}"
+        numbers = (
+            await session.execute(
+                select(versions.c.version).where(versions.c.workload == workload).order_by(versions.c.version)
+            )
+        ).scalars().all()
+        return ",".join(map(str, numbers))
+
+
+_CHANGE_OPS = {
+    specdiff.ADDED: specs_pb2.Change.OP_ADDED,
+    specdiff.REMOVED: specs_pb2.Change.OP_REMOVED,
+    specdiff.CHANGED: specs_pb2.Change.OP_CHANGED,
+}
+
+
+def _version_proto(row, source: bool = False) -> specs_pb2.WorkloadVersion:
+    v = specs_pb2.WorkloadVersion(
+        name=f"workloads/{row.workload}/versions/{row.version}",
+        version=row.version,
+        content_hash=row.content_hash,
+        creator=row.creator,
+        score_yaml=row.source if source else "",
+    )
+    times.set_time(v.create_time, row.created_at)
+    return v
+
+
+def _document(source: str):
+    """The parsed Score document of a stored version (stored versions passed validation)."""
+    document = validate_score(source).document
+    return document if document is not None else {}
+
+
+def _segment_ok(value: str) -> bool:
+    return bool(value) and "/" not in value and len(value) <= 128
+
+
+def _workload_name(name: str, field: str) -> str:
+    """"workloads/web" (or "web") -> "web"."""
+    workload = name.removeprefix("workloads/")
+    if not _segment_ok(workload):
+        raise InvalidArgument(
+            f"{field} {name!r} is not a workload name: use workloads/{{workload}}",
+            violations=[FieldViolation(field, "a workload resource name, e.g. workloads/web")],
+        )
+    return workload
+
+
+def _version_name(name: str) -> tuple[str, int]:
+    found = re.fullmatch(r"(?:workloads/)?([^/]+)/versions/([0-9]{1,9})", name)
+    if not found or not _segment_ok(found.group(1)) or int(found.group(2)) < 1:
+        raise InvalidArgument(
+            f"name {name!r} is not a workload version name: use workloads/{{workload}}/versions/{{version}} "
+            "with a version number of 1 or more",
+            violations=[FieldViolation("name", "e.g. workloads/web/versions/3")],
+        )
+    return found.group(1), int(found.group(2))
+
+
+def _encode_page_token(kind: str, state: dict) -> str:
+    raw = json.dumps({"k": kind, **state}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_page_token(token: str, kind: str) -> dict:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        if not isinstance(data, dict) or data.get("k") != kind:
+            raise ValueError(token)
+        return data
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidArgument(
+            "page_token is not valid: pass the next_page_token of the previous response unchanged",
+            reason="INVALID_PAGE_TOKEN",
+        ) from None
 
 
 def _struct(value: dict) -> struct_pb2.Struct:

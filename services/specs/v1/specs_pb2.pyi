@@ -1,6 +1,7 @@
 import datetime
 
 from google.api import annotations_pb2 as _annotations_pb2
+from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from innominatus.common.v1 import method_policy_pb2 as _method_policy_pb2
 from innominatus.engine.v1 import engine_pb2 as _engine_pb2
@@ -151,3 +152,123 @@ class GetApplicationResponse(_message.Message):
     application: Application
     deployments: _containers.RepeatedCompositeFieldContainer[Deployment]
     def __init__(self, application: _Optional[_Union[Application, _Mapping]] = ..., deployments: _Optional[_Iterable[_Union[Deployment, _Mapping]]] = ...) -> None: ...
+
+class Workload(_message.Message):
+    __slots__ = ("name", "latest_version", "latest_content_hash", "create_time", "update_time")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LATEST_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LATEST_CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    latest_version: int
+    latest_content_hash: str
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., latest_version: _Optional[int] = ..., latest_content_hash: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class WorkloadVersion(_message.Message):
+    __slots__ = ("name", "version", "content_hash", "creator", "create_time", "score_yaml")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    CREATOR_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    SCORE_YAML_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: int
+    content_hash: str
+    creator: str
+    create_time: _timestamp_pb2.Timestamp
+    score_yaml: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., content_hash: _Optional[str] = ..., creator: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., score_yaml: _Optional[str] = ...) -> None: ...
+
+class ListWorkloadsRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListWorkloadsResponse(_message.Message):
+    __slots__ = ("workloads", "next_page_token")
+    WORKLOADS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    workloads: _containers.RepeatedCompositeFieldContainer[Workload]
+    next_page_token: str
+    def __init__(self, workloads: _Optional[_Iterable[_Union[Workload, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ListWorkloadVersionsRequest(_message.Message):
+    __slots__ = ("parent", "page_size", "page_token")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    page_size: int
+    page_token: str
+    def __init__(self, parent: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListWorkloadVersionsResponse(_message.Message):
+    __slots__ = ("workload_versions", "next_page_token")
+    WORKLOAD_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    workload_versions: _containers.RepeatedCompositeFieldContainer[WorkloadVersion]
+    next_page_token: str
+    def __init__(self, workload_versions: _Optional[_Iterable[_Union[WorkloadVersion, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetWorkloadVersionRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class GetWorkloadVersionResponse(_message.Message):
+    __slots__ = ("workload_version",)
+    WORKLOAD_VERSION_FIELD_NUMBER: _ClassVar[int]
+    workload_version: WorkloadVersion
+    def __init__(self, workload_version: _Optional[_Union[WorkloadVersion, _Mapping]] = ...) -> None: ...
+
+class DiffWorkloadVersionsRequest(_message.Message):
+    __slots__ = ("name", "base", "target")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    BASE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    base: int
+    target: int
+    def __init__(self, name: _Optional[str] = ..., base: _Optional[int] = ..., target: _Optional[int] = ...) -> None: ...
+
+class Change(_message.Message):
+    __slots__ = ("op", "pointer", "old_value", "new_value")
+    class Op(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        OP_UNSPECIFIED: _ClassVar[Change.Op]
+        OP_ADDED: _ClassVar[Change.Op]
+        OP_REMOVED: _ClassVar[Change.Op]
+        OP_CHANGED: _ClassVar[Change.Op]
+    OP_UNSPECIFIED: Change.Op
+    OP_ADDED: Change.Op
+    OP_REMOVED: Change.Op
+    OP_CHANGED: Change.Op
+    OP_FIELD_NUMBER: _ClassVar[int]
+    POINTER_FIELD_NUMBER: _ClassVar[int]
+    OLD_VALUE_FIELD_NUMBER: _ClassVar[int]
+    NEW_VALUE_FIELD_NUMBER: _ClassVar[int]
+    op: Change.Op
+    pointer: str
+    old_value: _struct_pb2.Value
+    new_value: _struct_pb2.Value
+    def __init__(self, op: _Optional[_Union[Change.Op, str]] = ..., pointer: _Optional[str] = ..., old_value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., new_value: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ...) -> None: ...
+
+class DiffWorkloadVersionsResponse(_message.Message):
+    __slots__ = ("base_version", "target_version", "changes", "unified_diff")
+    BASE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TARGET_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    UNIFIED_DIFF_FIELD_NUMBER: _ClassVar[int]
+    base_version: str
+    target_version: str
+    changes: _containers.RepeatedCompositeFieldContainer[Change]
+    unified_diff: str
+    def __init__(self, base_version: _Optional[str] = ..., target_version: _Optional[str] = ..., changes: _Optional[_Iterable[_Union[Change, _Mapping]]] = ..., unified_diff: _Optional[str] = ...) -> None: ...

@@ -55,6 +55,26 @@ class SpecsServiceStub:
                 request_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.GetApplicationRequest.SerializeToString,
                 response_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.GetApplicationResponse.FromString,
                 _registered_method=True)
+        self.ListWorkloads = channel.unary_unary(
+                '/innominatus.specs.v1.SpecsService/ListWorkloads',
+                request_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.ListWorkloadsRequest.SerializeToString,
+                response_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.ListWorkloadsResponse.FromString,
+                _registered_method=True)
+        self.ListWorkloadVersions = channel.unary_unary(
+                '/innominatus.specs.v1.SpecsService/ListWorkloadVersions',
+                request_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.ListWorkloadVersionsRequest.SerializeToString,
+                response_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.ListWorkloadVersionsResponse.FromString,
+                _registered_method=True)
+        self.GetWorkloadVersion = channel.unary_unary(
+                '/innominatus.specs.v1.SpecsService/GetWorkloadVersion',
+                request_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.GetWorkloadVersionRequest.SerializeToString,
+                response_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.GetWorkloadVersionResponse.FromString,
+                _registered_method=True)
+        self.DiffWorkloadVersions = channel.unary_unary(
+                '/innominatus.specs.v1.SpecsService/DiffWorkloadVersions',
+                request_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.DiffWorkloadVersionsRequest.SerializeToString,
+                response_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.DiffWorkloadVersionsResponse.FromString,
+                _registered_method=True)
 
 
 class SpecsServiceServicer:
@@ -88,6 +108,35 @@ class SpecsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListWorkloads(self, request, context):
+        """Lists every workload that has a stored version, by name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWorkloadVersions(self, request, context):
+        """Lists the stored versions of one workload, newest first (without their source).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWorkloadVersion(self, request, context):
+        """Gets one stored version of a workload, including the Score file as submitted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DiffWorkloadVersions(self, request, context):
+        """Compares two stored versions of a workload: a structural diff of the Score documents
+        and a unified diff of their sources. The same version twice is an empty diff.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SpecsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +159,26 @@ def add_SpecsServiceServicer_to_server(servicer, server):
                     servicer.GetApplication,
                     request_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.GetApplicationRequest.FromString,
                     response_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.GetApplicationResponse.SerializeToString,
+            ),
+            'ListWorkloads': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkloads,
+                    request_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.ListWorkloadsRequest.FromString,
+                    response_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.ListWorkloadsResponse.SerializeToString,
+            ),
+            'ListWorkloadVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkloadVersions,
+                    request_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.ListWorkloadVersionsRequest.FromString,
+                    response_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.ListWorkloadVersionsResponse.SerializeToString,
+            ),
+            'GetWorkloadVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWorkloadVersion,
+                    request_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.GetWorkloadVersionRequest.FromString,
+                    response_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.GetWorkloadVersionResponse.SerializeToString,
+            ),
+            'DiffWorkloadVersions': grpc.unary_unary_rpc_method_handler(
+                    servicer.DiffWorkloadVersions,
+                    request_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.DiffWorkloadVersionsRequest.FromString,
+                    response_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.DiffWorkloadVersionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -221,6 +290,114 @@ class SpecsService:
             '/innominatus.specs.v1.SpecsService/GetApplication',
             innominatus_dot_specs_dot_v1_dot_specs__pb2.GetApplicationRequest.SerializeToString,
             innominatus_dot_specs_dot_v1_dot_specs__pb2.GetApplicationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkloads(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/innominatus.specs.v1.SpecsService/ListWorkloads',
+            innominatus_dot_specs_dot_v1_dot_specs__pb2.ListWorkloadsRequest.SerializeToString,
+            innominatus_dot_specs_dot_v1_dot_specs__pb2.ListWorkloadsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkloadVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/innominatus.specs.v1.SpecsService/ListWorkloadVersions',
+            innominatus_dot_specs_dot_v1_dot_specs__pb2.ListWorkloadVersionsRequest.SerializeToString,
+            innominatus_dot_specs_dot_v1_dot_specs__pb2.ListWorkloadVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWorkloadVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/innominatus.specs.v1.SpecsService/GetWorkloadVersion',
+            innominatus_dot_specs_dot_v1_dot_specs__pb2.GetWorkloadVersionRequest.SerializeToString,
+            innominatus_dot_specs_dot_v1_dot_specs__pb2.GetWorkloadVersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DiffWorkloadVersions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/innominatus.specs.v1.SpecsService/DiffWorkloadVersions',
+            innominatus_dot_specs_dot_v1_dot_specs__pb2.DiffWorkloadVersionsRequest.SerializeToString,
+            innominatus_dot_specs_dot_v1_dot_specs__pb2.DiffWorkloadVersionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

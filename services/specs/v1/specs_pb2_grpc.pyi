@@ -41,6 +41,16 @@ class SpecsServiceStub:
     """
     ListApplications: _grpc.UnaryUnaryMultiCallable[_specs_pb2.ListApplicationsRequest, _specs_pb2.ListApplicationsResponse]
     GetApplication: _grpc.UnaryUnaryMultiCallable[_specs_pb2.GetApplicationRequest, _specs_pb2.GetApplicationResponse]
+    ListWorkloads: _grpc.UnaryUnaryMultiCallable[_specs_pb2.ListWorkloadsRequest, _specs_pb2.ListWorkloadsResponse]
+    """Lists every workload that has a stored version, by name."""
+    ListWorkloadVersions: _grpc.UnaryUnaryMultiCallable[_specs_pb2.ListWorkloadVersionsRequest, _specs_pb2.ListWorkloadVersionsResponse]
+    """Lists the stored versions of one workload, newest first (without their source)."""
+    GetWorkloadVersion: _grpc.UnaryUnaryMultiCallable[_specs_pb2.GetWorkloadVersionRequest, _specs_pb2.GetWorkloadVersionResponse]
+    """Gets one stored version of a workload, including the Score file as submitted."""
+    DiffWorkloadVersions: _grpc.UnaryUnaryMultiCallable[_specs_pb2.DiffWorkloadVersionsRequest, _specs_pb2.DiffWorkloadVersionsResponse]
+    """Compares two stored versions of a workload: a structural diff of the Score documents
+    and a unified diff of their sources. The same version twice is an empty diff.
+    """
 
 @_typing.type_check_only
 class SpecsServiceAsyncStub(SpecsServiceStub):
@@ -55,6 +65,16 @@ class SpecsServiceAsyncStub(SpecsServiceStub):
     """
     ListApplications: _aio.UnaryUnaryMultiCallable[_specs_pb2.ListApplicationsRequest, _specs_pb2.ListApplicationsResponse]  # type: ignore[assignment]
     GetApplication: _aio.UnaryUnaryMultiCallable[_specs_pb2.GetApplicationRequest, _specs_pb2.GetApplicationResponse]  # type: ignore[assignment]
+    ListWorkloads: _aio.UnaryUnaryMultiCallable[_specs_pb2.ListWorkloadsRequest, _specs_pb2.ListWorkloadsResponse]  # type: ignore[assignment]
+    """Lists every workload that has a stored version, by name."""
+    ListWorkloadVersions: _aio.UnaryUnaryMultiCallable[_specs_pb2.ListWorkloadVersionsRequest, _specs_pb2.ListWorkloadVersionsResponse]  # type: ignore[assignment]
+    """Lists the stored versions of one workload, newest first (without their source)."""
+    GetWorkloadVersion: _aio.UnaryUnaryMultiCallable[_specs_pb2.GetWorkloadVersionRequest, _specs_pb2.GetWorkloadVersionResponse]  # type: ignore[assignment]
+    """Gets one stored version of a workload, including the Score file as submitted."""
+    DiffWorkloadVersions: _aio.UnaryUnaryMultiCallable[_specs_pb2.DiffWorkloadVersionsRequest, _specs_pb2.DiffWorkloadVersionsResponse]  # type: ignore[assignment]
+    """Compares two stored versions of a workload: a structural diff of the Score documents
+    and a unified diff of their sources. The same version twice is an empty diff.
+    """
 
 class SpecsServiceServicer(metaclass=_abc_1.ABCMeta):
     """Score workloads: validation, stored versions, and the entry point of a deployment."""
@@ -90,5 +110,39 @@ class SpecsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _specs_pb2.GetApplicationRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_specs_pb2.GetApplicationResponse, _abc.Awaitable[_specs_pb2.GetApplicationResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListWorkloads(
+        self,
+        request: _specs_pb2.ListWorkloadsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_specs_pb2.ListWorkloadsResponse, _abc.Awaitable[_specs_pb2.ListWorkloadsResponse]]:
+        """Lists every workload that has a stored version, by name."""
+
+    @_abc_1.abstractmethod
+    def ListWorkloadVersions(
+        self,
+        request: _specs_pb2.ListWorkloadVersionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_specs_pb2.ListWorkloadVersionsResponse, _abc.Awaitable[_specs_pb2.ListWorkloadVersionsResponse]]:
+        """Lists the stored versions of one workload, newest first (without their source)."""
+
+    @_abc_1.abstractmethod
+    def GetWorkloadVersion(
+        self,
+        request: _specs_pb2.GetWorkloadVersionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_specs_pb2.GetWorkloadVersionResponse, _abc.Awaitable[_specs_pb2.GetWorkloadVersionResponse]]:
+        """Gets one stored version of a workload, including the Score file as submitted."""
+
+    @_abc_1.abstractmethod
+    def DiffWorkloadVersions(
+        self,
+        request: _specs_pb2.DiffWorkloadVersionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_specs_pb2.DiffWorkloadVersionsResponse, _abc.Awaitable[_specs_pb2.DiffWorkloadVersionsResponse]]:
+        """Compares two stored versions of a workload: a structural diff of the Score documents
+        and a unified diff of their sources. The same version twice is an empty diff.
+        """
 
 def add_SpecsServiceServicer_to_server(servicer: SpecsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
