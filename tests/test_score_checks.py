@@ -582,3 +582,19 @@ def test_validate_score_checks_file_sources_next_to_the_file(tmp_path):
     (tmp_path / "conf" / "b.txt").write_text("b\n")
     found = validation.validate_score(text, path=str(tmp_path / "score.yaml"))
     assert found.valid and not any(f.code.startswith("SCORE-11") for f in found.findings)
+
+
+def test_cli_validate_refuses_two_workloads_with_one_name(tmp_path, capsys):
+    """Files validated together form one application; the second use of a name is an error
+    at its metadata.name line, naming the first file."""
+    from innominatus.cli.main import main
+
+    body = "apiVersion: score.dev/v1b1\nmetadata:\n  name: shop\ncontainers:\n  web:\n    image: nginx:1.27\n"
+    first, second = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    first.write_text(body)
+    second.write_text(body)
+    assert main(["validate", str(first)]) == 0
+    capsys.readouterr()
+    assert main(["validate", str(first), str(second)]) == 1
+    out = capsys.readouterr().out
+    assert f"{second}:3:9: error SCORE-1140: workload name 'shop' is already used by {first}" in out

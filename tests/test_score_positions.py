@@ -150,7 +150,9 @@ def test_cli_json_output_shape(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text(CASES["bad port"][0], encoding="utf-8")
     good = tmp_path / "good.yaml"
-    good.write_text(HEAD + "containers:\n  main:\n    image: nginx:1.27\n", encoding="utf-8")
+    # A different workload name: files named together form one application.
+    good.write_text(HEAD.replace("name: web", "name: web-two") + "containers:\n  main:\n    image: nginx:1.27\n",
+                    encoding="utf-8")
     assert main(["validate", "-o", "json", str(good), str(bad)]) == 1
     data = json.loads(capsys.readouterr().out)
     assert data["valid"] is False

@@ -154,7 +154,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_whoami)
 
     # validate (offline)
-    p = _leaf(sub, "validate", "validate Score files offline (no server needed)")
+    p = _leaf(sub, "validate", "validate Score files offline (no server needed); files named together "
+              "form one application, so each workload name may appear once")
     p.add_argument("files", nargs="+", metavar="FILE", help="Score files (`-` for stdin)")
     p.set_defaults(func=cmd_validate)
 
@@ -579,6 +580,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         ) from None
 
     files: list[dict[str, Any]] = []
+    documents: list[tuple] = []  # (shown path, document, locate) of every file that parsed
     for path in args.files:
         shown = "<stdin>" if path == "-" else path
         workload = None
@@ -599,12 +601,23 @@ def cmd_validate(args: argparse.Namespace) -> int:
             else:
                 findings = [_finding_dict(f) for f in getattr(result, "findings", []) or []]
                 workload = getattr(result, "workload", None) or None
+                if getattr(result, "document", None) is not None:
+                    documents.append((shown, result.document, getattr(result, "locate", None)))
                 if not getattr(result, "valid", True) and not any(f["severity"] == "error" for f in findings):
                     findings.append(_finding_dict({"code": "INVALID", "severity": "error",
                                                    "message": "the validator rejected the file"}))
         valid = not any(f["severity"] == "error" for f in findings)
         files.append({"path": shown, "valid": valid, "workload": workload, "findings": findings})
 
+    # Files validated together form one application: a workload name may appear only once.
+    if len(documents) > 1:
+        from innominatus.specs.checks import validate_application  # noqa: PLC0415
+
+        by_path = {entry["path"]: entry for entry in files}
+        for shown_path, finding in validate_application(documents):
+            entry = by_path[shown_path]
+            entry["findings"].append(_finding_dict(finding))
+            entry["valid"] = False
     all_valid = all(f["valid"] for f in files)
     fmt = _fmt(args)
 

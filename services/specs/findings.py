@@ -9,6 +9,7 @@ valid workloads. Never renumber or reuse a code: users grep for them.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Callable
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 
@@ -89,6 +90,8 @@ class ValidationResult:
     findings: list[Finding] = field(default_factory=list)
     workload: str = ""
     document: dict | None = None
+    # locate(path) -> (line, column) in the source, for checks that span several files.
+    locate: Callable[..., tuple[int, int]] | None = field(default=None, repr=False, compare=False)
 
     @property
     def valid(self) -> bool:

@@ -301,11 +301,11 @@ def validate_score(text: str | bytes, path: str | None = None, source_dir: str |
         line, col = parsed.values.get((), (1, 1))
         return _error("SCORE-1014", f"the document is {what}, not a mapping of keys to values",
                       "a Score file is a mapping that starts with `apiVersion: score.dev/v1b1`", line, col)
-    result = ValidationResult(document=document)
+    locate = Locator(parsed)
+    result = ValidationResult(document=document, locate=locate)
     metadata = document.get("metadata")
     name = metadata.get("name") if isinstance(metadata, dict) else None
     result.workload = name if isinstance(name, str) else ""
-    locate = Locator(parsed)
     fast = _fast_check()
     if fast is None or not fast(document):
         errors = sorted(_validator().iter_errors(document), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
