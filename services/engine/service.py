@@ -1,21 +1,23 @@
-"""The engine service: starts workflow runs and executes their steps, recording each one.
+"""The engine service: starts workflow runs; its scheduler executes them durably.
 
-A run is committed with all its steps PENDING before anything executes; the worker then
-commits every state change before acting on the next, so the record always shows how far
-a run got.
+StartRun records the run (definition snapshot, params, one PENDING row per step) in the
+RPC's transaction, together with its audit event; the scheduler (``scheduler.py``) then
+claims the run with a lease and commits every state change before acting on it. Several
+engine processes may serve the same database: their schedulers share the work.
 """
 
 from __future__ import annotations
 
-import asyncio
-import uuid
+import os
+import socket
 
 from google.protobuf import json_format
-from sqlalchemy import event, select, update
+from sqlalchemy import event, select
 
 from innominatus.engine import models
 from innominatus.engine.v1 import engine_pb2, engine_pb2_grpc
-from innominatus.engine.workflows import WORKFLOWS, StepContext
+from innominatus.engine.scheduler import Scheduler
+from innominatus.engine.workflows import WORKFLOWS, builtin_executors
 from innominatus.kit import context as reqctx
 from innominatus.kit import db
 from innominatus.kit.errors import InnominatusError, InvalidArgument, NotFound
@@ -29,16 +31,26 @@ log = get_logger(__name__)
 PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED = "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"
 
 
+_STEP_STATE = {
+    "PENDING": "PENDING", "READY": "PENDING", "RUNNING": "RUNNING", "WAITING_APPROVAL": "RUNNING",
+    "SUCCEEDED": "SUCCEEDED", "COMPENSATED": "SUCCEEDED", "SKIPPED": "SKIPPED", "FAILED": "FAILED", "CANCELLED": "FAILED",
+}
+_STEP_NOTE = {"WAITING_APPROVAL": "waiting for approval", "CANCELLED": "cancelled", "COMPENSATED": "compensated",
+              "READY": "waiting to start"}
+
+
+def _step_order(s):
+    return (s.position, s.iteration)
+
+
 async def load_run(session, run_id: str) -> engine_pb2.Run | None:
     row = (await session.execute(select(models.runs).where(models.runs.c.id == run_id))).one_or_none()
     if row is None:
         return None
     steps = (
-        await session.execute(
-            select(models.steps).where(models.steps.c.run_id == run_id).order_by(models.steps.c.position)
-        )
+        await session.execute(select(models.step_executions).where(models.step_executions.c.run_id == run_id))
     ).all()
-    return _run_proto(row, steps)
+    return _run_proto(row, sorted(steps, key=_step_order))
 
 
 def _run_proto(row, steps) -> engine_pb2.Run:
@@ -55,120 +67,50 @@ def _run_proto(row, steps) -> engine_pb2.Run:
     times.set_time(run.create_time, row.created_at)
     times.set_time(run.update_time, row.updated_at)
     for s in steps:
+        name = s.step_id if s.items_total is None or s.kind != "step" else f"{s.step_id}[{s.iteration}]"
+        note = _STEP_NOTE.get(s.state, "")
+        message = s.error if s.state in ("FAILED", "CANCELLED", "WAITING_APPROVAL") and s.error else note
         step = run.steps.add(
-            name=s.name,
+            name=name,
             type=s.type,
-            state=engine_pb2.StepState.Value(f"STEP_STATE_{s.state}"),
+            state=engine_pb2.StepState.Value(f"STEP_STATE_{_STEP_STATE.get(s.state, 'PENDING')}"),
             attempts=s.attempts,
-            message=s.message,
+            message=message or "",
         )
         times.set_time(step.start_time, s.started_at)
         times.set_time(step.end_time, s.ended_at)
-        if s.outputs:
+        if isinstance(s.outputs, dict) and s.outputs:
             step.outputs.update(s.outputs)
     return run
 
 
-class RunWorker:
-    """Executes pending runs one step at a time, committing each transition."""
+def _executors(runtime: Runtime):
+    """Built-in workflow steps first, then the pluggable registry when it is installed."""
+    builtin = builtin_executors(runtime.settings.data_dir / "engine")
+    try:
+        from innominatus.engine.executors import default_registry  # noqa: PLC0415 - optional until it lands
 
-    def __init__(self, runtime: Runtime, poll_interval: float = 0.5) -> None:
-        self.runtime = runtime
-        self.poll_interval = poll_interval
-        self.wakeup = asyncio.Event()
-        self._task: asyncio.Task | None = None
-        self._stopping = False
+        registry = default_registry()
+    except Exception:  # noqa: BLE001
+        registry = None
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="engine-worker")
+    def lookup(step_type: str):
+        if step_type in builtin:
+            return builtin[step_type]
+        if registry is None:
+            return None
+        try:
+            return registry.get(step_type)
+        except Exception:  # noqa: BLE001 - unknown type: the step fails with a clear message
+            return None
 
-    async def stop(self) -> None:
-        self._stopping = True
-        self.wakeup.set()
-        if self._task is not None:
-            await self._task
-
-    async def _claim(self) -> str | None:
-        runs = models.runs
-        async with self.runtime.db.transaction() as s:
-            query = select(runs.c.id).where(runs.c.state == PENDING).order_by(runs.c.created_at).limit(1)
-            if self.runtime.db.is_postgres:
-                query = query.with_for_update(skip_locked=True)
-            run_id = (await s.execute(query)).scalar_one_or_none()
-            if run_id is None:
-                return None
-            await s.execute(
-                update(runs).where(runs.c.id == run_id).values(state=RUNNING, updated_at=times.now(), version=runs.c.version + 1)
-            )
-            return run_id
-
-    async def _loop(self) -> None:
-        while not self._stopping:
-            try:
-                run_id = await self._claim()
-                if run_id is not None:
-                    await self.execute(run_id)
-                    continue
-            except Exception:  # noqa: BLE001 - the worker must survive a bad run
-                log.exception("engine worker failed; continuing")
-            try:
-                await asyncio.wait_for(self.wakeup.wait(), timeout=self.poll_interval)
-            except asyncio.TimeoutError:
-                pass
-            self.wakeup.clear()
-
-    async def execute(self, run_id: str) -> None:
-        database = self.runtime.db
-        runs, steps = models.runs, models.steps
-        async with database.transaction() as s:
-            run = (await s.execute(select(runs).where(runs.c.id == run_id))).one()
-            step_rows = (await s.execute(select(steps).where(steps.c.run_id == run_id).order_by(steps.c.position))).all()
-        definition = {d.name: d for d in WORKFLOWS[run.workflow]}
-        outputs = {r.name: r.outputs for r in step_rows if r.state == SUCCEEDED}
-        for row in step_rows:
-            if row.state == SUCCEEDED:
-                continue  # done in an earlier attempt: never repeat a completed step
-            key = (steps.c.run_id == run_id) & (steps.c.position == row.position)
-            async with database.transaction() as s:
-                await s.execute(
-                    update(steps).where(key).values(state=RUNNING, attempts=steps.c.attempts + 1, started_at=times.now())
-                )
-            ctx = StepContext(
-                run_id=run_id,
-                application=run.application,
-                environment=run.environment,
-                inputs=run.inputs or {},
-                outputs=outputs,
-                data_dir=self.runtime.settings.data_dir / "engine",
-            )
-            try:
-                result = await definition[row.name].run(ctx)
-            except Exception as exc:  # noqa: BLE001 - a failed step fails the run, with the reason
-                message = exc.message if isinstance(exc, InnominatusError) else f"{type(exc).__name__}: {exc}"
-                log.warning("step failed", run=run_id, step=row.name, error=message)
-                async with database.transaction() as s:
-                    await s.execute(update(steps).where(key).values(state=FAILED, message=message, ended_at=times.now()))
-                    await s.execute(
-                        update(runs)
-                        .where(runs.c.id == run_id)
-                        .values(state=FAILED, error=f"step {row.name!r} failed: {message}", updated_at=times.now(),
-                                version=runs.c.version + 1)
-                    )
-                return
-            outputs[row.name] = result
-            async with database.transaction() as s:
-                await s.execute(update(steps).where(key).values(state=SUCCEEDED, outputs=result, ended_at=times.now()))
-        async with database.transaction() as s:
-            await s.execute(
-                update(runs).where(runs.c.id == run_id).values(state=SUCCEEDED, updated_at=times.now(), version=runs.c.version + 1)
-            )
-        log.info("run succeeded", run=run_id, workflow=run.workflow)
+    return lookup
 
 
 class EngineServicer(engine_pb2_grpc.EngineServiceServicer):
-    def __init__(self, runtime: Runtime, worker: RunWorker) -> None:
+    def __init__(self, runtime: Runtime, scheduler: Scheduler) -> None:
         self.runtime = runtime
-        self.worker = worker
+        self.scheduler = scheduler
 
     async def StartRun(self, request, context):
         if request.workflow not in WORKFLOWS:
@@ -177,40 +119,18 @@ class EngineServicer(engine_pb2_grpc.EngineServiceServicer):
                 reason="UNKNOWN_WORKFLOW",
             )
         session = db.session()
-        runs = models.runs
-        if request.request_id:
-            existing = (
-                await session.execute(select(runs.c.id).where(runs.c.request_id == request.request_id))
-            ).scalar_one_or_none()
-            if existing:
-                return engine_pb2.StartRunResponse(run=await load_run(session, existing))
-        run_id = uuid.uuid4().hex
         ctx = reqctx.current()
-        now = times.now()
-        await session.execute(
-            runs.insert().values(
-                id=run_id,
-                workflow=request.workflow,
-                application=request.application,
-                environment=request.environment,
-                inputs=json_format.MessageToDict(request.inputs),
-                state=PENDING,
-                error="",
-                creator=ctx.subject.actor if ctx and ctx.subject else "",
-                request_id=request.request_id or None,
-                created_at=now,
-                updated_at=now,
-            )
+        run_id = await self.scheduler.create_run(
+            session,
+            WORKFLOWS[request.workflow],
+            json_format.MessageToDict(request.inputs),
+            application=request.application,
+            environment=request.environment,
+            creator=ctx.subject.actor if ctx and ctx.subject else "",
+            request_id=request.request_id or None,
         )
-        for position, step in enumerate(WORKFLOWS[request.workflow]):
-            await session.execute(
-                models.steps.insert().values(
-                    run_id=run_id, position=position, name=step.name, type=step.type, state=PENDING, attempts=0,
-                    message="", outputs={},
-                )
-            )
-        # Wake the worker once the run is committed, not before.
-        event.listen(session.sync_session, "after_commit", lambda _s: self.worker.wakeup.set(), once=True)
+        # Wake the scheduler once the run is committed, not before.
+        event.listen(session.sync_session, "after_commit", lambda _s: self.scheduler.wakeup.set(), once=True)
         return engine_pb2.StartRunResponse(run=await load_run(session, run_id))
 
     async def GetRun(self, request, context):
@@ -230,29 +150,34 @@ class EngineServicer(engine_pb2_grpc.EngineServiceServicer):
         out = []
         for row in rows:
             steps = (
-                await session.execute(
-                    select(models.steps).where(models.steps.c.run_id == row.id).order_by(models.steps.c.position)
-                )
+                await session.execute(select(models.step_executions).where(models.step_executions.c.run_id == row.id))
             ).all()
-            out.append(_run_proto(row, steps))
+            out.append(_run_proto(row, sorted(steps, key=_step_order)))
         return engine_pb2.ListRunsResponse(runs=out, next_page_token=token)
 
 
 def definition() -> ServiceDefinition:
     def register(server, runtime: Runtime) -> None:
-        worker = RunWorker(runtime)
-        runtime.state["worker"] = worker
-        engine_pb2_grpc.add_EngineServiceServicer_to_server(EngineServicer(runtime, worker), server)
+        scheduler = Scheduler(
+            runtime.db,
+            _executors(runtime),
+            worker_id=f"{socket.gethostname()}:{os.getpid()}",
+            lease_seconds=float(os.environ.get("INNOMINATUS_ENGINE_LEASE_SECONDS", "15")),
+            poll_interval=float(os.environ.get("INNOMINATUS_ENGINE_POLL_SECONDS", "0.5")),
+            workflows=WORKFLOWS,
+            workdir=runtime.settings.data_dir / "engine" / "work",
+        )
+        runtime.state["scheduler"] = scheduler
+        runtime.state["worker"] = scheduler  # the name earlier code used
+        engine_pb2_grpc.add_EngineServiceServicer_to_server(EngineServicer(runtime, scheduler), server)
 
     async def on_start(runtime: Runtime) -> None:
-        # Runs a previous process left RUNNING are picked up again; completed steps are
-        # skipped by the worker. (Multi-worker leases come with the durable engine.)
-        async with runtime.db.transaction() as s:
-            await s.execute(update(models.runs).where(models.runs.c.state == RUNNING).values(state=PENDING))
-        runtime.state["worker"].start()
+        # Runs another (or a previous) process left unfinished are resumed through their
+        # leases: once a lease expires, any engine process claims the run again.
+        runtime.state["scheduler"].start()
 
     async def on_stop(runtime: Runtime) -> None:
-        await runtime.state["worker"].stop()
+        await runtime.state["scheduler"].stop()
 
     return ServiceDefinition(
         name="engine",

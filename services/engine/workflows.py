@@ -1,9 +1,11 @@
-"""Built-in workflows and their steps.
+"""Built-in workflows and their step executors.
 
-This slice ships one workflow, ``deploy``: sequential steps that check the submitted
-workload, note the resources it claimed, render a Kubernetes manifest and write the
-release into the data directory. The durable engine with DAGs, retries and approvals
-replaces the sequential runner later; the step records keep the same shape.
+``deploy`` (started by the specs service through StartRun) is a sequential DAG: check the
+submitted workload, note the resources it claimed, render a Kubernetes manifest and write
+the release into the data directory. Its steps are plain functions over a
+:class:`DeployContext`; :class:`FunctionExecutor` adapts them to the engine's executor
+protocol, taking the run's params, application and environment and earlier steps'
+outputs from the step's resolved ``with:`` inputs.
 """
 
 from __future__ import annotations
@@ -12,15 +14,16 @@ import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from ruamel.yaml import YAML
 
-from innominatus.kit.errors import FailedPrecondition
+from innominatus.engine import model
+from innominatus.kit.errors import FailedPrecondition, InnominatusError
 
 
 @dataclass(frozen=True)
-class StepContext:
+class DeployContext:
     run_id: str
     application: str
     environment: str
@@ -29,29 +32,22 @@ class StepContext:
     data_dir: Path
 
 
-StepFn = Callable[[StepContext], Awaitable[dict]]
+StepFn = Callable[[DeployContext], Awaitable[dict]]
 
 
-@dataclass(frozen=True)
-class StepDef:
-    name: str
-    type: str
-    run: StepFn
-
-
-async def check_workload(ctx: StepContext) -> dict:
+async def check_workload(ctx: DeployContext) -> dict:
     spec = ctx.inputs.get("spec")
     if not isinstance(spec, dict) or not isinstance(spec.get("containers"), dict) or not spec["containers"]:
         raise FailedPrecondition("the run's inputs hold no workload with containers")
     return {"workload": ctx.inputs.get("workload", ""), "containers": sorted(spec["containers"])}
 
 
-async def note_resources(ctx: StepContext) -> dict:
+async def note_resources(ctx: DeployContext) -> dict:
     claimed = ctx.inputs.get("resources") or []
     return {"claimed": list(claimed), "count": len(claimed)}
 
 
-def _manifest(ctx: StepContext) -> dict:
+def _manifest(ctx: DeployContext) -> dict:
     spec = ctx.inputs["spec"]
     workload = ctx.inputs.get("workload") or spec.get("metadata", {}).get("name", "workload")
     containers = []
@@ -81,7 +77,7 @@ def _manifest(ctx: StepContext) -> dict:
     }
 
 
-async def render_manifest(ctx: StepContext) -> dict:
+async def render_manifest(ctx: DeployContext) -> dict:
     buffer = io.StringIO()
     yaml = YAML(typ="safe", pure=True)
     yaml.default_flow_style = False
@@ -90,7 +86,7 @@ async def render_manifest(ctx: StepContext) -> dict:
     return {"manifest": text, "sha256": hashlib.sha256(text.encode()).hexdigest()}
 
 
-async def write_release(ctx: StepContext) -> dict:
+async def write_release(ctx: DeployContext) -> dict:
     rendered = ctx.outputs["render"]
     target = ctx.data_dir / "releases" / ctx.environment / ctx.application / f"{ctx.inputs.get('workload', 'workload')}.yaml"
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -100,11 +96,56 @@ async def write_release(ctx: StepContext) -> dict:
     return {"path": str(target.relative_to(ctx.data_dir)), "sha256": rendered["sha256"]}
 
 
-WORKFLOWS: dict[str, list[StepDef]] = {
-    "deploy": [
-        StepDef("validate", "workload.check", check_workload),
-        StepDef("resources", "resources.note", note_resources),
-        StepDef("render", "render.kubernetes", render_manifest),
-        StepDef("release", "release.write", write_release),
-    ],
-}
+class FunctionExecutor:
+    """A deploy step function as an engine executor."""
+
+    def __init__(self, type_: str, fn: StepFn, data_dir: Path) -> None:
+        self.type = type_
+        self.fn = fn
+        self.data_dir = Path(data_dir)
+
+    async def run(self, ctx: model.StepContext) -> dict[str, Any]:
+        inputs = ctx.inputs
+        deploy = DeployContext(
+            run_id=ctx.run_id,
+            application=inputs.get("application", ""),
+            environment=inputs.get("environment", ""),
+            inputs=inputs.get("params") or {},
+            outputs=inputs.get("outputs") or {},
+            data_dir=self.data_dir,
+        )
+        try:
+            return await self.fn(deploy)
+        except InnominatusError as exc:
+            # The workload itself is wrong: retrying cannot help.
+            raise model.StepFailed(exc.message, kind="precondition", retryable=False) from exc
+
+
+_COMMON = {"params": "${params}", "application": "${workflow.application}", "environment": "${workflow.environment}"}
+# Retries cover an attempt interrupted by a worker crash; the steps are idempotent.
+_RETRY = model.RetryPolicy(max_attempts=3, initial_interval=0.5, multiplier=2.0, max_interval=5.0, jitter=0.2,
+                           non_retryable=("precondition",))
+
+_DEPLOY_STEPS = [
+    ("validate", "workload.check", check_workload, {}),
+    ("resources", "resources.note", note_resources, {}),
+    ("render", "render.kubernetes", render_manifest, {}),
+    ("release", "release.write", write_release, {"outputs": {"render": "${steps.render.outputs}"}}),
+]
+
+
+def _sequential(name: str, steps) -> model.WorkflowDef:
+    defs, previous = [], None
+    for step_id, type_, _fn, extra in steps:
+        defs.append(model.StepDef(id=step_id, type=type_, with_={**_COMMON, **extra},
+                                  depends_on=(previous,) if previous else (), retry=_RETRY))
+        previous = step_id
+    return model.WorkflowDef(name=name, version="1", steps=tuple(defs), description="built-in")
+
+
+WORKFLOWS: dict[str, model.WorkflowDef] = {"deploy": _sequential("deploy", _DEPLOY_STEPS)}
+
+
+def builtin_executors(data_dir: Path) -> dict[str, FunctionExecutor]:
+    """Executors for the built-in workflows' step types."""
+    return {type_: FunctionExecutor(type_, fn, data_dir) for _id, type_, fn, _extra in _DEPLOY_STEPS}
