@@ -293,17 +293,12 @@ def test_cli_render_missing_score_file_and_usage(files, capsys):
     assert main(["render"]) == 2  # -f is required
 
 
-def test_fallback_resource_order_matches_the_shared_one():
-    from innominatus.specs.render import _fallback_order
+def test_resources_are_rendered_in_dependency_order():
+    from innominatus.specs.checks import resource_order
 
     document = _document()
-    assert _fallback_order(document) == ["data", "db", "dns", "route"]
+    assert resource_order(document) == ["data", "db", "dns", "route"]
     cyclic = {"resources": {"a": {"params": {"x": "${resources.b.o}"}}, "b": {"params": {"y": ["${resources.a.o}"]}},
                             "c": {"params": {"z": "${resources.c.o}"}}}}
     with pytest.raises(ValueError, match="resource dependency cycle: a → b → a"):
-        _fallback_order(cyclic)
-    try:
-        from innominatus.specs.checks import resource_order
-    except ImportError:  # pragma: no cover - render.py then uses its own order
-        return
-    assert resource_order(document) == _fallback_order(document)
+        resource_order(cyclic)

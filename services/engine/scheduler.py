@@ -933,16 +933,8 @@ class _Driver:
                         if wake is not None:
                             self.release_wake = time.monotonic() + (wake - now).total_seconds()
         if self.staged or extra or release or self.logs or self.children:
-            try:
-                await self._commit(extra, run_values=run_values, release=release)
-            except BaseException:
-                self.s._active_steps -= len(starts)
-                raise
-        for entry in taken:
-            self.results.remove(entry)
-        for key, step, attempt, inputs in starts:
-            self._spawn(key, step, attempt, inputs)
-        return release
+            await self._commit_pass(extra, run_values, release, starts)
+        return self._after_commit(taken, starts, release)
 
     def _stage_result(self, key, attempt, outcome, value, now, no_retry=False) -> None:
         row = self.rows[key]
@@ -1256,11 +1248,21 @@ class _Driver:
             run_values = dict(state=FAILED, error=error, ended_at=now, wake_at=None, version=runs_t.c.version + 1)
             extra.append(("run.failed", None, error))
             release = True
+        await self._commit_pass(extra, run_values, release, starts)
+        return self._after_commit(taken, starts, release)
+
+    async def _commit_pass(self, extra, run_values, release, starts) -> None:
+        """Commit what this pass decided; the step slots reserved for ``starts`` are given
+        back when the commit fails, since those attempts never began."""
         try:
             await self._commit(extra, run_values=run_values, release=release)
         except BaseException:
             self.s._active_steps -= len(starts)
             raise
+
+    def _after_commit(self, taken, starts, release):
+        """Only once the pass is committed: drop the results it recorded and start the
+        attempts it marked RUNNING."""
         for entry in taken:
             self.results.remove(entry)
         for key, step, attempt, inputs in starts:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from innominatus.kit.interpolation import MissingKey, PlaceholderError, lookup, substitute
+from innominatus.specs.checks import resource_order
 
 __all__ = ["OutputsError", "RenderError", "RenderProblem", "load_outputs", "make_resolver", "position_of", "render_workload"]
 
@@ -91,66 +92,6 @@ def _missing(prefix: str, exc: MissingKey, kind: str) -> str:
     if exc.message.endswith("is a list"):
         return f"{where} is a list: placeholders look up map keys only, so '{exc.key}' cannot be found in it"
     return f"{where} is not a map, so it has no key '{exc.key}'"
-
-
-def _resource_order(document: dict) -> list[str]:
-    """Dependency order of the resources; :func:`innominatus.specs.checks.resource_order` when it
-    is importable (it raises a ValueError naming a cycle), else the same rule here."""
-    try:
-        from innominatus.specs.checks import resource_order  # noqa: PLC0415
-    except ImportError:
-        return _fallback_order(document)
-    return resource_order(document)
-
-
-def _fallback_order(document: dict) -> list[str]:
-    from innominatus.kit.interpolation import find_placeholders  # noqa: PLC0415
-
-    resources = _map(document.get("resources"))
-    needs: dict[str, set[str]] = {}
-    for name, resource in resources.items():
-        needs[name] = set()
-        for _, text in _strings(_map(resource).get("params"), ()):
-            try:
-                found = find_placeholders(text)
-            except PlaceholderError:
-                continue
-            needs[name].update(p.parts[1] for p in found
-                               if len(p.parts) >= 2 and p.parts[0] == "resources" and p.parts[1] in resources)
-    order: list[str] = []
-    waiting = {name: set(deps) for name, deps in needs.items()}
-    while waiting:
-        ready = sorted(name for name, deps in waiting.items() if not deps)
-        if not ready:
-            start = min(waiting)
-            cycle, node = [start], start
-            while True:
-                node = min(waiting[node])
-                if node in cycle:
-                    cycle = cycle[cycle.index(node):] + [node]
-                    break
-                cycle.append(node)
-            raise ValueError(f"resource dependency cycle: {' → '.join(cycle)}")
-        for name in ready:
-            order.append(name)
-            del waiting[name]
-        for deps in waiting.values():
-            deps.difference_update(ready)
-    return order
-
-
-def _strings(value: Any, path: tuple) -> Iterator[tuple[tuple, str]]:
-    if isinstance(value, str):
-        yield path, value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _strings(item, (*path, key))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from _strings(item, (*path, i))
-
-
-# -- rendering ----------------------------------------------------------------------------
 
 
 class _Renderer:
@@ -262,7 +203,7 @@ def render_workload(document: dict, outputs: dict[str, dict] | None = None) -> d
 
     resources = _map(rendered.get("resources"))
     try:
-        order = [name for name in _resource_order(document) if name in resources]
+        order = [name for name in resource_order(document) if name in resources]
     except ValueError as exc:  # a cycle: report it, still resolve what can be resolved
         first = sorted(resources)[0] if resources else ""
         cycle = getattr(exc, "cycle", None)
