@@ -11,7 +11,9 @@ from google.api import annotations_pb2
 from innominatus.gateway.openapi import build_openapi
 from innominatus.gateway.transcoding import build_routes
 
-MODULES = [f"innominatus.{s}.v1.{s}_pb2" for s in ("specs", "engine", "resources", "identity", "audit")]
+MODULES = [f"innominatus.{s}.v1.{s}_pb2" for s in ("specs", "engine", "resources", "identity", "audit")] + [
+    "innominatus.engine.v1.golden_paths_pb2"
+]
 
 
 @pytest.fixture(scope="module")

@@ -96,7 +96,10 @@ test_admin_may_not_append_audit if {
 # -- platform-engineer ---------------------------------------------------------
 
 test_platform_engineer_grants if {
-	every p in {"teams.update", "apikeys.create", "apikeys.revoke", "deployments.create", "runs.start", "resources.claim"} {
+	every p in {
+		"teams.update", "apikeys.create", "apikeys.revoke", "deployments.create", "runs.start", "resources.claim",
+		"runs.cancel", "runs.retry", "runs.pause", "runs.resume", "runs.approve", "goldenpaths.run", "goldenpaths.publish",
+	} {
 		allowed(req(user("pat", ["platform-engineer"]), "gateway", p))
 	}
 }
@@ -115,13 +118,16 @@ test_platform_engineer_may_not_manage_users_or_create_teams if {
 # -- developer -----------------------------------------------------------------
 
 test_developer_grants if {
-	every p in {"deployments.create", "runs.start", "resources.claim", "apikeys.create", "apikeys.revoke"} {
+	every p in {
+		"deployments.create", "runs.start", "resources.claim", "apikeys.create", "apikeys.revoke",
+		"runs.cancel", "runs.retry", "runs.pause", "runs.resume", "goldenpaths.run",
+	} {
 		allowed(req(user("alice", ["developer"]), "gateway", p))
 	}
 }
 
 test_developer_denials if {
-	every p in {"users.create", "teams.create", "teams.update"} {
+	every p in {"users.create", "teams.create", "teams.update", "runs.approve", "goldenpaths.publish"} {
 		denied_with(
 			req(user("alice", ["developer"]), "gateway", p),
 			sprintf(`role "developer" of user "alice" does not grant "%s"`, [p]),
@@ -278,4 +284,45 @@ test_deny_always_has_a_reason if {
 	d := authz.decision with input as req(user("bob", ["viewer"]), "gateway", "runs.start")
 		with authz.refusals as set()
 	d == {"allow": false, "reasons": [`no rule grants "runs.start" to user "bob"`]}
+}
+
+# -- run operations and golden paths ---------------------------------------------
+
+run_req(subject, permission) := {
+	"subject": subject,
+	"peer": peer("gateway"),
+	"method": "/innominatus.engine.v1.EngineService/ApproveStep",
+	"permission": permission,
+	"request": {"name": "runs/r1/steps/gate", "reason": "ok"},
+	"resource": {"type": "run", "name": "runs/r1/steps/gate", "environment": "", "application": ""},
+}
+
+test_run_operations_by_role if {
+	every p in {"runs.cancel", "runs.retry", "runs.pause", "runs.resume"} {
+		allowed(run_req(user("alice", ["developer"]), p))
+		allowed(run_req(user("pat", ["platform-engineer"]), p))
+		allowed(run_req(user("root", ["admin"]), p))
+		denied_with(run_req(user("bob", ["viewer"]), p), sprintf(`role "viewer" of user "bob" does not grant "%s"`, [p]))
+	}
+}
+
+test_only_platform_engineers_and_admins_approve if {
+	allowed(run_req(user("pat", ["platform-engineer"]), "runs.approve"))
+	allowed(run_req(user("root", ["admin"]), "runs.approve"))
+	denied_with(run_req(user("alice", ["developer"]), "runs.approve"), `role "developer" of user "alice" does not grant "runs.approve"`)
+	denied_with(run_req(user("bob", ["viewer"]), "runs.approve"), `role "viewer" of user "bob" does not grant "runs.approve"`)
+}
+
+test_golden_paths_by_role if {
+	allowed(run_req(user("alice", ["developer"]), "goldenpaths.run"))
+	denied_with(run_req(user("alice", ["developer"]), "goldenpaths.publish"), `role "developer" of user "alice" does not grant "goldenpaths.publish"`)
+	allowed(run_req(user("pat", ["platform-engineer"]), "goldenpaths.publish"))
+	allowed(run_req(user("root", ["admin"]), "goldenpaths.publish"))
+	denied(run_req(user("bob", ["viewer"]), "goldenpaths.run"))
+}
+
+test_services_may_not_operate_runs if {
+	every p in {"runs.cancel", "runs.approve"} {
+		denied(json.patch(run_req(service("specs"), p), [{"op": "replace", "path": "/peer", "value": peer("specs")}]))
+	}
 }

@@ -213,6 +213,47 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p = _leaf(runs, "get", "show a run and its steps")
     p.add_argument("name", metavar="NAME", help="run name (`runs/ID` or `ID`)")
     p.set_defaults(func=cmd_runs_get)
+    for verb, help_text in (("cancel", "cancel a pending or running run"),
+                            ("retry", "run a failed or cancelled run again from its failed steps"),
+                            ("pause", "start no new step of a run until it is resumed"),
+                            ("resume", "let a paused run go on")):
+        p = _leaf(runs, verb, help_text)
+        p.add_argument("name", metavar="NAME", help="run name (`runs/ID` or `ID`)")
+        p.set_defaults(func=cmd_runs_operation, verb=verb)
+    for verb, help_text in (("approve", "approve a waiting approval gate"), ("reject", "reject a waiting approval gate")):
+        p = _leaf(runs, verb, help_text)
+        p.add_argument("name", metavar="NAME", help="run name (`runs/ID` or `ID`)")
+        p.add_argument("step", metavar="STEP", help="the gate's step id")
+        p.add_argument("--reason", "-r", default="", help="why (recorded with the decision and in the audit chain)")
+        p.set_defaults(func=cmd_runs_decide, verb=verb)
+    p = _leaf(runs, "logs", "print a run's events: time, kind, step, message", fmt=False)
+    p.add_argument("name", metavar="NAME", help="run name (`runs/ID` or `ID`)")
+    p.add_argument("--follow", "-f", action="store_true",
+                   help="follow the run until it ends; exit 0 if it succeeded, 1 if it failed or was cancelled")
+    p.set_defaults(func=cmd_runs_logs)
+
+    # goldenpaths
+    paths = _group(sub, "goldenpaths", "the golden-path catalog: versioned workflows with typed params",
+                   aliases=["golden-paths"])
+    p = _leaf(paths, "list", "list golden paths (and catalog files that do not load)")
+    p.add_argument("--tag", help="only paths with this tag")
+    p.set_defaults(func=cmd_goldenpaths_list)
+    p = _leaf(paths, "show", "show a golden path: description, params, steps, versions")
+    p.add_argument("name", metavar="NAME", help="golden path (`goldenPaths/NAME` or `NAME`)")
+    p.add_argument("--version", "-v", help="version (default: the latest)")
+    p.set_defaults(func=cmd_goldenpaths_show)
+    p = _leaf(paths, "run", "run a golden path")
+    p.add_argument("name", metavar="NAME", help="golden path (`goldenPaths/NAME` or `NAME`)")
+    p.add_argument("--param", "-p", action="append", default=[], metavar="KEY=VALUE",
+                   help="a param (repeatable); values are read as YAML scalars when the param is not text")
+    p.add_argument("--version", "-v", help="version (default: the latest)")
+    p.add_argument("--app", "-a", help="application the run belongs to (default: the `app` param)")
+    p.add_argument("--env", "-e", help="environment of the run (default: the `environment` param)")
+    p.add_argument("--wait", "-w", action="store_true", help="follow the run until it finishes")
+    p.add_argument("--timeout", type=_positive_float, default=600.0, metavar="SECONDS",
+                   help="give up waiting after this long (default 600; exit code 7)")
+    p.add_argument("--interval", type=_positive_float, default=1.0, metavar="SECONDS", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_goldenpaths_run)
 
     # users
     users = _group(sub, "users", "users")
@@ -997,6 +1038,186 @@ def cmd_runs_get(args: argparse.Namespace) -> int:
 
     output.emit(response, _fmt(args), table)
     return EXIT_OK
+
+
+def _run_summary(run: dict[str, Any]) -> None:
+    paused = " (paused)" if run.get("paused") else ""
+    print_fields([("Name", run.get("name")), ("State", enum(run.get("state")) + paused)])
+    if run.get("error"):
+        print(f"Error: {run['error']}")
+    _print_steps(run)
+
+
+def cmd_runs_operation(args: argparse.Namespace) -> int:
+    with _client() as client:
+        response = client.post(f"/api/v1/runs/{segment(args.name, 'runs')}:{args.verb}", {})
+    output.emit(response, _fmt(args), lambda: _run_summary(response.get("run") or {}))
+    return EXIT_OK
+
+
+def cmd_runs_decide(args: argparse.Namespace) -> int:
+    step = args.step.strip()
+    if not step or "/" in step:
+        raise ApiError(f"invalid step id {args.step!r}", exit_code=EXIT_USAGE)
+    path = f"/api/v1/runs/{segment(args.name, 'runs')}/steps/{segment(step, 'steps')}:{args.verb}"
+    with _client() as client:
+        response = client.post(path, {"reason": args.reason})
+    output.emit(response, _fmt(args), lambda: _run_summary(response.get("run") or {}))
+    return EXIT_OK
+
+
+def format_run_event(event: dict[str, Any]) -> str:
+    """One event as `time  kind  step  message`."""
+    return "  ".join([when(event.get("time")) or "-", event.get("kind") or "-", event.get("step") or "-",
+                      event.get("message") or ""]).rstrip()
+
+
+def cmd_runs_logs(args: argparse.Namespace) -> int:
+    path = f"/api/v1/runs/{segment(args.name, 'runs')}:streamEvents"
+    after, state, failures = 0, "", 0
+    with _client() as client:
+        while True:
+            try:
+                for event in client.stream_ndjson(path, {"afterSeq": after or None,
+                                                         "snapshot": None if args.follow else "true"}):
+                    print(format_run_event(event), flush=True)
+                    after = max(after, int(event.get("seq") or 0))
+                    state = event.get("state") or state
+                    failures = 0
+                break
+            except ApiError as exc:
+                # A dropped connection while following: reconnect after the last event seen.
+                if not args.follow or exc.exit_code != EXIT_UNAVAILABLE or failures >= 5:
+                    raise
+                failures += 1
+                time.sleep(min(2.0 * failures, 10.0))
+    if not args.follow:
+        return EXIT_OK
+    if state == "RUN_STATE_SUCCEEDED":
+        return EXIT_OK
+    if state in TERMINAL_RUN_STATES:
+        print(f"{short(args.name) if '/' in args.name else args.name}: {enum(state)}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+# -- golden paths -----------------------------------------------------------------------
+
+GOLDEN_PATH_COLUMNS: list[output.Column] = [
+    ("NAME", lambda g: short(g.get("name"))),
+    ("VERSION", lambda g: g.get("version")),
+    ("OWNER", lambda g: g.get("owner")),
+    ("TAGS", lambda g: ",".join(g.get("tags") or [])),
+    ("DESCRIPTION", lambda g: (lambda d: d if len(d) <= 60 else d[:59] + "…")(g.get("description") or "")),
+]
+
+
+def _golden_path(name: str) -> str:
+    return f"/api/v1/goldenPaths/{segment(name, 'goldenPaths')}"
+
+
+def _parse_params(items: list[str]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ApiError(f"--param {item!r}: write KEY=VALUE", exit_code=EXIT_USAGE)
+        params[key.strip()] = value
+    return params
+
+
+def cmd_goldenpaths_list(args: argparse.Namespace) -> int:
+    with _client() as client:
+        response = client.get("/api/v1/goldenPaths", {"tag": args.tag or None})
+    items = response.get("goldenPaths") or []
+    invalid = response.get("invalid") or []
+
+    def table() -> None:
+        print_table(items, GOLDEN_PATH_COLUMNS, empty="No golden paths found.")
+        for bad in invalid:
+            for finding in bad.get("findings") or []:
+                print(f"invalid: {finding}", file=sys.stderr)
+
+    output.emit(response, _fmt(args), table)
+    return EXIT_OK
+
+
+def cmd_goldenpaths_show(args: argparse.Namespace) -> int:
+    with _client() as client:
+        response = client.get(_golden_path(args.name), {"version": args.version or None})
+    path = response.get("goldenPath") or {}
+
+    def table() -> None:
+        print_fields([
+            ("Name", short(path.get("name"))),
+            ("Version", path.get("version")),
+            ("Owner", path.get("owner")),
+            ("Tags", ", ".join(path.get("tags") or [])),
+            ("Ephemeral", "yes" if path.get("ephemeral") else "no"),
+            ("Description", path.get("description")),
+        ])
+        print()
+        print_table(path.get("params") or [], [
+            ("PARAM", lambda p: p.get("name")),
+            ("TYPE", lambda p: p.get("type")),
+            ("REQUIRED", lambda p: "yes" if p.get("required") else ""),
+            ("DEFAULT", lambda p: _change_value(p, "defaultValue")),
+            ("DESCRIPTION", lambda p: p.get("description")),
+        ], empty="No params.")
+        print()
+        print_table(path.get("steps") or [], [
+            ("STEP", lambda s: s.get("id")),
+            ("TYPE", lambda s: s.get("type") + (f" ({s['uses']})" if s.get("uses") else "")),
+            ("AFTER", lambda s: ",".join(s.get("dependsOn") or [])),
+            ("WHEN", lambda s: s.get("condition")),
+        ])
+        print()
+        print_table(path.get("versions") or [], [
+            ("VERSION", lambda v: v.get("version")),
+            ("HASH", lambda v: (v.get("contentHash") or "")[:12]),
+            ("ORIGIN", lambda v: v.get("origin")),
+            ("PUBLISHED", lambda v: when(v.get("publishTime"))),
+        ])
+        for finding in (response.get("invalid") or {}).get("findings") or []:
+            print(f"invalid: {finding}", file=sys.stderr)
+
+    output.emit(response, _fmt(args), table)
+    return EXIT_OK
+
+
+def cmd_goldenpaths_run(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"params": _parse_params(args.param), "requestId": str(uuid.uuid4())}
+    if args.version:
+        body["version"] = args.version
+    if args.app:
+        body["application"] = args.app
+    if args.env:
+        body["environment"] = args.env
+    fmt = _fmt(args)
+    with _client() as client:
+        response = client.post(f"{_golden_path(args.name)}:run", body)
+        run = response.get("run") or {}
+        if args.wait:
+            run = wait_for_run(client, run, timeout=args.timeout, interval=args.interval)
+            response["run"] = run
+
+    def table() -> None:
+        print_fields([
+            ("Golden path", f"{short(args.name) if '/' in args.name else args.name} {response.get('version', '')}".strip()),
+            ("Run", run.get("name")),
+            ("State", enum(run.get("state"))),
+            ("Expires", when(response.get("expireTime")) if response.get("expireTime") else None),
+        ])
+        if args.wait:
+            _print_steps(run)
+        if run.get("error"):
+            print(f"Error: {run['error']}")
+        if not args.wait:
+            print(f"Follow it with: innominatus runs get {run.get('name', '')}", file=sys.stderr)
+
+    output.emit(response, fmt, table)
+    if not args.wait:
+        return EXIT_OK
+    return EXIT_OK if run.get("state") == "RUN_STATE_SUCCEEDED" else EXIT_FAILED
 
 
 # -- users ------------------------------------------------------------------------------

@@ -15,12 +15,14 @@ from google.protobuf import json_format
 from sqlalchemy import event, select
 
 from innominatus.engine import models
+from innominatus.engine.goldenpaths_service import golden_path_descriptor, register_golden_paths, stop_golden_paths
+from innominatus.engine.operations import RunOperations, decorate
 from innominatus.engine.v1 import engine_pb2, engine_pb2_grpc
 from innominatus.engine.scheduler import Scheduler
 from innominatus.engine.workflows import WORKFLOWS, builtin_executors
 from innominatus.kit import context as reqctx
 from innominatus.kit import db
-from innominatus.kit.errors import InnominatusError, InvalidArgument, NotFound
+from innominatus.kit.errors import InvalidArgument, NotFound
 from innominatus.kit.logs import get_logger
 from innominatus.kit.pagination import page_of
 from innominatus.kit.server import Runtime, ServiceDefinition
@@ -32,8 +34,9 @@ PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED = "PENDING", "RUNNING", "SUCCEEDE
 
 
 _STEP_STATE = {
-    "PENDING": "PENDING", "READY": "PENDING", "RUNNING": "RUNNING", "WAITING_APPROVAL": "RUNNING",
-    "SUCCEEDED": "SUCCEEDED", "COMPENSATED": "SUCCEEDED", "SKIPPED": "SKIPPED", "FAILED": "FAILED", "CANCELLED": "FAILED",
+    "PENDING": "PENDING", "READY": "PENDING", "RUNNING": "RUNNING", "WAITING_APPROVAL": "WAITING_APPROVAL",
+    "SUCCEEDED": "SUCCEEDED", "COMPENSATED": "COMPENSATED", "SKIPPED": "SKIPPED", "FAILED": "FAILED",
+    "CANCELLED": "CANCELLED",
 }
 _STEP_NOTE = {"WAITING_APPROVAL": "waiting for approval", "CANCELLED": "cancelled", "COMPENSATED": "compensated",
               "READY": "waiting to start"}
@@ -81,7 +84,7 @@ def _run_proto(row, steps) -> engine_pb2.Run:
         times.set_time(step.end_time, s.ended_at)
         if isinstance(s.outputs, dict) and s.outputs:
             step.outputs.update(s.outputs)
-    return run
+    return decorate(run, row, steps)
 
 
 def _executors(runtime: Runtime):
@@ -107,7 +110,8 @@ def _executors(runtime: Runtime):
     return lookup
 
 
-class EngineServicer(engine_pb2_grpc.EngineServiceServicer):
+class EngineServicer(RunOperations, engine_pb2_grpc.EngineServiceServicer):
+    # RunOperations first: its handlers must win over the generated UNIMPLEMENTED stubs.
     def __init__(self, runtime: Runtime, scheduler: Scheduler) -> None:
         self.runtime = runtime
         self.scheduler = scheduler
@@ -166,10 +170,12 @@ def definition() -> ServiceDefinition:
             poll_interval=float(os.environ.get("INNOMINATUS_ENGINE_POLL_SECONDS", "0.5")),
             workflows=WORKFLOWS,
             workdir=runtime.settings.data_dir / "engine" / "work",
+            # `policy` steps ask the same policy engine that gates this service's RPCs.
+            services={"policy": runtime.policy_engine},
         )
         runtime.state["scheduler"] = scheduler
-        runtime.state["worker"] = scheduler  # the name earlier code used
         engine_pb2_grpc.add_EngineServiceServicer_to_server(EngineServicer(runtime, scheduler), server)
+        register_golden_paths(server, runtime)
 
     async def on_start(runtime: Runtime) -> None:
         # Runs another (or a previous) process left unfinished are resumed through their
@@ -177,11 +183,12 @@ def definition() -> ServiceDefinition:
         runtime.state["scheduler"].start()
 
     async def on_stop(runtime: Runtime) -> None:
+        await stop_golden_paths(runtime)
         await runtime.state["scheduler"].stop()
 
     return ServiceDefinition(
         name="engine",
-        descriptors=[engine_pb2.DESCRIPTOR.services_by_name["EngineService"]],
+        descriptors=[engine_pb2.DESCRIPTOR.services_by_name["EngineService"], golden_path_descriptor()],
         register=register,
         outbox_table=models.outbox,
         on_start=on_start,

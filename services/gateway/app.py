@@ -339,7 +339,13 @@ class Gateway:
             return problems.problem_response(problems.service_unavailable(route.backend, rid, str(exc)))
 
         if route.server_streaming:
-            return await self._stream(route, channel, message, metadata, rid)
+            sse = _wants_sse(request.headers.get("accept", ""))
+            if sse:
+                try:
+                    _resume_after(message, request.headers.get("last-event-id"))
+                except RequestError as exc:
+                    return self._bad_request(exc, rid)
+            return await self._stream(route, channel, message, metadata, rid, sse=sse)
         call = channel.unary_unary(
             route.full_method,
             request_serializer=route.request_type.SerializeToString,
@@ -352,7 +358,14 @@ class Gateway:
         return JSONResponse(response_payload(route, reply))
 
     async def _stream(
-        self, route: HttpRoute, channel: grpc.aio.Channel, message: Message, metadata: list[tuple[str, str]], rid: str
+        self,
+        route: HttpRoute,
+        channel: grpc.aio.Channel,
+        message: Message,
+        metadata: list[tuple[str, str]],
+        rid: str,
+        *,
+        sse: bool = False,
     ) -> Response:
         call = channel.unary_stream(
             route.full_method,
@@ -365,6 +378,13 @@ class Gateway:
             first = await call.read()
         except grpc.RpcError as exc:
             return problems.problem_response(problems.problem_from_rpc_error(exc, route.backend, rid))
+
+        if sse:
+            return StreamingResponse(
+                _sse_events(route, call, first, rid),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
 
         async def lines() -> AsyncIterator[bytes]:
             item = first
@@ -419,6 +439,104 @@ class Gateway:
 
 def _ndjson(value: Any) -> bytes:
     return (json.dumps(value, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+
+
+# --------------------------------------------------------------------------- Server-Sent Events
+
+# A comment line is sent when nothing else was for this long, so proxies keep the stream open.
+SSE_KEEPALIVE_SECONDS = 15.0
+# The request field a reconnecting client's Last-Event-ID resumes after, when the RPC has it.
+SSE_RESUME_FIELD = "after_seq"
+
+
+def _wants_sse(accept: str) -> bool:
+    return any(part.split(";", 1)[0].strip().lower() == "text/event-stream" for part in accept.split(","))
+
+
+def _resume_after(message: Message, last_event_id: str | None) -> None:
+    """Map ``Last-Event-ID`` onto the request's ``after_seq`` (when the RPC has one)."""
+    if last_event_id is None or not last_event_id.strip():
+        return
+    if SSE_RESUME_FIELD not in message.DESCRIPTOR.fields_by_name:
+        return
+    value = last_event_id.strip()
+    if not value.isdigit() or len(value) > 18:
+        raise RequestError(
+            f"the Last-Event-ID header must be the sequence number of an event, not {value[:40]!r}",
+            violations=[("Last-Event-ID", "not a sequence number")],
+        )
+    setattr(message, SSE_RESUME_FIELD, max(int(value), getattr(message, SSE_RESUME_FIELD)))
+
+
+def _sse_field(value: Any) -> str:
+    return " ".join(str(value).splitlines())
+
+
+def sse_frame(payload: Any, event: str | None = None) -> bytes:
+    """One SSE message: ``id`` from the payload's ``seq``, ``event`` from its ``kind``, ``data`` its JSON."""
+    lines = []
+    if isinstance(payload, dict):
+        if payload.get("seq") not in (None, ""):
+            lines.append(f"id: {_sse_field(payload['seq'])}")
+        event = event or payload.get("kind")
+    if event:
+        lines.append(f"event: {_sse_field(event)}")
+    lines.append("data: " + json.dumps(payload, ensure_ascii=False, separators=(",", ":")))
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+async def _sse_events(route: HttpRoute, call, first, rid: str) -> AsyncIterator[bytes]:
+    """The stream as SSE, with a keep-alive comment whenever it is quiet for a while.
+
+    A reader task fills a queue, so waiting for the next message can time out without
+    cancelling the gRPC read."""
+    queue: asyncio.Queue = asyncio.Queue(maxsize=64)
+
+    async def reader() -> None:
+        try:
+            while True:
+                item = await call.read()
+                if item is grpc.aio.EOF:
+                    break
+                await queue.put(("item", item))
+        except grpc.RpcError as exc:
+            await queue.put(("error", exc))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported to the client as an error event
+            await queue.put(("error", exc))
+        await queue.put(("end", None))
+
+    task = None
+    try:
+        yield b": stream open\n\n"
+        if first is grpc.aio.EOF:
+            return
+        yield sse_frame(response_payload(route, first))
+        task = asyncio.create_task(reader(), name=f"sse-{rid}")
+        while True:
+            try:
+                kind, value = await asyncio.wait_for(queue.get(), timeout=SSE_KEEPALIVE_SECONDS)
+            except asyncio.TimeoutError:
+                yield b": keep-alive\n\n"
+                continue
+            if kind == "end":
+                return
+            if kind == "error":
+                if isinstance(value, grpc.RpcError):
+                    log.warning("stream failed", route=route.template.template, code=value.code().name)
+                    problem = problems.problem_from_rpc_error(value, route.backend, rid)
+                else:
+                    problem = problems.problem(500, "INTERNAL", "internal error in the gateway", rid)
+                yield sse_frame(problem, event="error")
+                return
+            yield sse_frame(response_payload(route, value))
+    finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        call.cancel()
 
 
 def create_app(settings: Settings, channels: PeerChannels | None = None) -> Starlette:

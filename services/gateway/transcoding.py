@@ -35,12 +35,13 @@ from innominatus.common.v1 import method_policy_pb2
 
 # The services the gateway fronts, by the key of their address in Settings.addresses.
 BACKENDS = ("specs", "engine", "resources", "identity", "audit")
-_MODULES = {
-    "specs": "innominatus.specs.v1.specs_pb2",
-    "engine": "innominatus.engine.v1.engine_pb2",
-    "resources": "innominatus.resources.v1.resources_pb2",
-    "identity": "innominatus.identity.v1.identity_pb2",
-    "audit": "innominatus.audit.v1.audit_pb2",
+# Proto modules each backend serves (the engine process serves two services).
+_MODULES: dict[str, tuple[str, ...]] = {
+    "specs": ("innominatus.specs.v1.specs_pb2",),
+    "engine": ("innominatus.engine.v1.engine_pb2", "innominatus.engine.v1.golden_paths_pb2"),
+    "resources": ("innominatus.resources.v1.resources_pb2",),
+    "identity": ("innominatus.identity.v1.identity_pb2",),
+    "audit": ("innominatus.audit.v1.audit_pb2",),
 }
 HTTP_METHODS = ("get", "put", "post", "delete", "patch")
 
@@ -276,9 +277,10 @@ class HttpRoute:
 def service_descriptors() -> list[tuple[str, descriptor.ServiceDescriptor]]:
     found = []
     for backend in BACKENDS:
-        module = importlib.import_module(_MODULES[backend])
-        for service in module.DESCRIPTOR.services_by_name.values():
-            found.append((backend, service))
+        for name in _MODULES[backend]:
+            module = importlib.import_module(name)
+            for service in module.DESCRIPTOR.services_by_name.values():
+                found.append((backend, service))
     return found
 
 

@@ -46,6 +46,7 @@ class Runtime:
     outbox: Outbox | None
     peers: PeerChannels
     verifier: TokenVerifier | None = None
+    policy_engine: object | None = None  # the engine that gates this service's mutations
     state: dict = field(default_factory=dict)
 
 
@@ -116,6 +117,7 @@ class ServiceHost:
         runtime.verifier = TokenVerifier(jwks_source)
         if self._policy_engine is None:
             self._policy_engine = make_policy_engine(settings.opa_url, settings.policy_dir)
+        runtime.policy_engine = self._policy_engine
         methods = self.methods
         tracer_provider()
         interceptors = [

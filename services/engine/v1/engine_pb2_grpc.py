@@ -50,6 +50,41 @@ class EngineServiceStub:
                 request_serializer=innominatus_dot_engine_dot_v1_dot_engine__pb2.ListRunsRequest.SerializeToString,
                 response_deserializer=innominatus_dot_engine_dot_v1_dot_engine__pb2.ListRunsResponse.FromString,
                 _registered_method=True)
+        self.CancelRun = channel.unary_unary(
+                '/innominatus.engine.v1.EngineService/CancelRun',
+                request_serializer=innominatus_dot_engine_dot_v1_dot_engine__pb2.CancelRunRequest.SerializeToString,
+                response_deserializer=innominatus_dot_engine_dot_v1_dot_engine__pb2.CancelRunResponse.FromString,
+                _registered_method=True)
+        self.RetryRun = channel.unary_unary(
+                '/innominatus.engine.v1.EngineService/RetryRun',
+                request_serializer=innominatus_dot_engine_dot_v1_dot_engine__pb2.RetryRunRequest.SerializeToString,
+                response_deserializer=innominatus_dot_engine_dot_v1_dot_engine__pb2.RetryRunResponse.FromString,
+                _registered_method=True)
+        self.PauseRun = channel.unary_unary(
+                '/innominatus.engine.v1.EngineService/PauseRun',
+                request_serializer=innominatus_dot_engine_dot_v1_dot_engine__pb2.PauseRunRequest.SerializeToString,
+                response_deserializer=innominatus_dot_engine_dot_v1_dot_engine__pb2.PauseRunResponse.FromString,
+                _registered_method=True)
+        self.ResumeRun = channel.unary_unary(
+                '/innominatus.engine.v1.EngineService/ResumeRun',
+                request_serializer=innominatus_dot_engine_dot_v1_dot_engine__pb2.ResumeRunRequest.SerializeToString,
+                response_deserializer=innominatus_dot_engine_dot_v1_dot_engine__pb2.ResumeRunResponse.FromString,
+                _registered_method=True)
+        self.ApproveStep = channel.unary_unary(
+                '/innominatus.engine.v1.EngineService/ApproveStep',
+                request_serializer=innominatus_dot_engine_dot_v1_dot_engine__pb2.ApproveStepRequest.SerializeToString,
+                response_deserializer=innominatus_dot_engine_dot_v1_dot_engine__pb2.ApproveStepResponse.FromString,
+                _registered_method=True)
+        self.RejectStep = channel.unary_unary(
+                '/innominatus.engine.v1.EngineService/RejectStep',
+                request_serializer=innominatus_dot_engine_dot_v1_dot_engine__pb2.RejectStepRequest.SerializeToString,
+                response_deserializer=innominatus_dot_engine_dot_v1_dot_engine__pb2.RejectStepResponse.FromString,
+                _registered_method=True)
+        self.StreamRunEvents = channel.unary_stream(
+                '/innominatus.engine.v1.EngineService/StreamRunEvents',
+                request_serializer=innominatus_dot_engine_dot_v1_dot_engine__pb2.StreamRunEventsRequest.SerializeToString,
+                response_deserializer=innominatus_dot_engine_dot_v1_dot_engine__pb2.StreamRunEventsResponse.FromString,
+                _registered_method=True)
 
 
 class EngineServiceServicer:
@@ -75,6 +110,62 @@ class EngineServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CancelRun(self, request, context):
+        """Cancels a pending or running run: running steps are told to stop, steps that never
+        started are cancelled. FAILED_PRECONDITION when the run already ended.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetryRun(self, request, context):
+        """Runs a FAILED or CANCELLED run again from its failed steps; completed steps stay done.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PauseRun(self, request, context):
+        """Stops scheduling new steps of a pending or running run (running steps finish).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeRun(self, request, context):
+        """Lets a paused run go on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApproveStep(self, request, context):
+        """Approves an approval gate that is waiting. Two checks: the policy must grant
+        "runs.approve", and the caller must be one of the gate's approvers (a role, a user or
+        a team named in the step's `approval.approvers`), else PERMISSION_DENIED/NOT_AN_APPROVER.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RejectStep(self, request, context):
+        """Rejects an approval gate that is waiting: the step fails (never retried) and the run
+        fails or compensates. Same checks as ApproveStep.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamRunEvents(self, request, context):
+        """The run's events (state changes and step logs) in order, from after `after_seq`; the
+        stream follows the run live and ends once the run has ended and every event was sent.
+        On the gateway: NDJSON, or Server-Sent Events with `Accept: text/event-stream`
+        (`Last-Event-ID` resumes after that sequence number).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EngineServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +183,41 @@ def add_EngineServiceServicer_to_server(servicer, server):
                     servicer.ListRuns,
                     request_deserializer=innominatus_dot_engine_dot_v1_dot_engine__pb2.ListRunsRequest.FromString,
                     response_serializer=innominatus_dot_engine_dot_v1_dot_engine__pb2.ListRunsResponse.SerializeToString,
+            ),
+            'CancelRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelRun,
+                    request_deserializer=innominatus_dot_engine_dot_v1_dot_engine__pb2.CancelRunRequest.FromString,
+                    response_serializer=innominatus_dot_engine_dot_v1_dot_engine__pb2.CancelRunResponse.SerializeToString,
+            ),
+            'RetryRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryRun,
+                    request_deserializer=innominatus_dot_engine_dot_v1_dot_engine__pb2.RetryRunRequest.FromString,
+                    response_serializer=innominatus_dot_engine_dot_v1_dot_engine__pb2.RetryRunResponse.SerializeToString,
+            ),
+            'PauseRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseRun,
+                    request_deserializer=innominatus_dot_engine_dot_v1_dot_engine__pb2.PauseRunRequest.FromString,
+                    response_serializer=innominatus_dot_engine_dot_v1_dot_engine__pb2.PauseRunResponse.SerializeToString,
+            ),
+            'ResumeRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeRun,
+                    request_deserializer=innominatus_dot_engine_dot_v1_dot_engine__pb2.ResumeRunRequest.FromString,
+                    response_serializer=innominatus_dot_engine_dot_v1_dot_engine__pb2.ResumeRunResponse.SerializeToString,
+            ),
+            'ApproveStep': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveStep,
+                    request_deserializer=innominatus_dot_engine_dot_v1_dot_engine__pb2.ApproveStepRequest.FromString,
+                    response_serializer=innominatus_dot_engine_dot_v1_dot_engine__pb2.ApproveStepResponse.SerializeToString,
+            ),
+            'RejectStep': grpc.unary_unary_rpc_method_handler(
+                    servicer.RejectStep,
+                    request_deserializer=innominatus_dot_engine_dot_v1_dot_engine__pb2.RejectStepRequest.FromString,
+                    response_serializer=innominatus_dot_engine_dot_v1_dot_engine__pb2.RejectStepResponse.SerializeToString,
+            ),
+            'StreamRunEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamRunEvents,
+                    request_deserializer=innominatus_dot_engine_dot_v1_dot_engine__pb2.StreamRunEventsRequest.FromString,
+                    response_serializer=innominatus_dot_engine_dot_v1_dot_engine__pb2.StreamRunEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -176,6 +302,195 @@ class EngineService:
             '/innominatus.engine.v1.EngineService/ListRuns',
             innominatus_dot_engine_dot_v1_dot_engine__pb2.ListRunsRequest.SerializeToString,
             innominatus_dot_engine_dot_v1_dot_engine__pb2.ListRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/innominatus.engine.v1.EngineService/CancelRun',
+            innominatus_dot_engine_dot_v1_dot_engine__pb2.CancelRunRequest.SerializeToString,
+            innominatus_dot_engine_dot_v1_dot_engine__pb2.CancelRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/innominatus.engine.v1.EngineService/RetryRun',
+            innominatus_dot_engine_dot_v1_dot_engine__pb2.RetryRunRequest.SerializeToString,
+            innominatus_dot_engine_dot_v1_dot_engine__pb2.RetryRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/innominatus.engine.v1.EngineService/PauseRun',
+            innominatus_dot_engine_dot_v1_dot_engine__pb2.PauseRunRequest.SerializeToString,
+            innominatus_dot_engine_dot_v1_dot_engine__pb2.PauseRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/innominatus.engine.v1.EngineService/ResumeRun',
+            innominatus_dot_engine_dot_v1_dot_engine__pb2.ResumeRunRequest.SerializeToString,
+            innominatus_dot_engine_dot_v1_dot_engine__pb2.ResumeRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveStep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/innominatus.engine.v1.EngineService/ApproveStep',
+            innominatus_dot_engine_dot_v1_dot_engine__pb2.ApproveStepRequest.SerializeToString,
+            innominatus_dot_engine_dot_v1_dot_engine__pb2.ApproveStepResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RejectStep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/innominatus.engine.v1.EngineService/RejectStep',
+            innominatus_dot_engine_dot_v1_dot_engine__pb2.RejectStepRequest.SerializeToString,
+            innominatus_dot_engine_dot_v1_dot_engine__pb2.RejectStepResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamRunEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/innominatus.engine.v1.EngineService/StreamRunEvents',
+            innominatus_dot_engine_dot_v1_dot_engine__pb2.StreamRunEventsRequest.SerializeToString,
+            innominatus_dot_engine_dot_v1_dot_engine__pb2.StreamRunEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,6 +37,31 @@ class EngineServiceStub:
     """Starts a workflow run. Idempotent per request_id."""
     GetRun: _grpc.UnaryUnaryMultiCallable[_engine_pb2.GetRunRequest, _engine_pb2.GetRunResponse]
     ListRuns: _grpc.UnaryUnaryMultiCallable[_engine_pb2.ListRunsRequest, _engine_pb2.ListRunsResponse]
+    CancelRun: _grpc.UnaryUnaryMultiCallable[_engine_pb2.CancelRunRequest, _engine_pb2.CancelRunResponse]
+    """Cancels a pending or running run: running steps are told to stop, steps that never
+    started are cancelled. FAILED_PRECONDITION when the run already ended.
+    """
+    RetryRun: _grpc.UnaryUnaryMultiCallable[_engine_pb2.RetryRunRequest, _engine_pb2.RetryRunResponse]
+    """Runs a FAILED or CANCELLED run again from its failed steps; completed steps stay done."""
+    PauseRun: _grpc.UnaryUnaryMultiCallable[_engine_pb2.PauseRunRequest, _engine_pb2.PauseRunResponse]
+    """Stops scheduling new steps of a pending or running run (running steps finish)."""
+    ResumeRun: _grpc.UnaryUnaryMultiCallable[_engine_pb2.ResumeRunRequest, _engine_pb2.ResumeRunResponse]
+    """Lets a paused run go on."""
+    ApproveStep: _grpc.UnaryUnaryMultiCallable[_engine_pb2.ApproveStepRequest, _engine_pb2.ApproveStepResponse]
+    """Approves an approval gate that is waiting. Two checks: the policy must grant
+    "runs.approve", and the caller must be one of the gate's approvers (a role, a user or
+    a team named in the step's `approval.approvers`), else PERMISSION_DENIED/NOT_AN_APPROVER.
+    """
+    RejectStep: _grpc.UnaryUnaryMultiCallable[_engine_pb2.RejectStepRequest, _engine_pb2.RejectStepResponse]
+    """Rejects an approval gate that is waiting: the step fails (never retried) and the run
+    fails or compensates. Same checks as ApproveStep.
+    """
+    StreamRunEvents: _grpc.UnaryStreamMultiCallable[_engine_pb2.StreamRunEventsRequest, _engine_pb2.StreamRunEventsResponse]
+    """The run's events (state changes and step logs) in order, from after `after_seq`; the
+    stream follows the run live and ends once the run has ended and every event was sent.
+    On the gateway: NDJSON, or Server-Sent Events with `Accept: text/event-stream`
+    (`Last-Event-ID` resumes after that sequence number).
+    """
 
 @_typing.type_check_only
 class EngineServiceAsyncStub(EngineServiceStub):
@@ -47,6 +72,31 @@ class EngineServiceAsyncStub(EngineServiceStub):
     """Starts a workflow run. Idempotent per request_id."""
     GetRun: _aio.UnaryUnaryMultiCallable[_engine_pb2.GetRunRequest, _engine_pb2.GetRunResponse]  # type: ignore[assignment]
     ListRuns: _aio.UnaryUnaryMultiCallable[_engine_pb2.ListRunsRequest, _engine_pb2.ListRunsResponse]  # type: ignore[assignment]
+    CancelRun: _aio.UnaryUnaryMultiCallable[_engine_pb2.CancelRunRequest, _engine_pb2.CancelRunResponse]  # type: ignore[assignment]
+    """Cancels a pending or running run: running steps are told to stop, steps that never
+    started are cancelled. FAILED_PRECONDITION when the run already ended.
+    """
+    RetryRun: _aio.UnaryUnaryMultiCallable[_engine_pb2.RetryRunRequest, _engine_pb2.RetryRunResponse]  # type: ignore[assignment]
+    """Runs a FAILED or CANCELLED run again from its failed steps; completed steps stay done."""
+    PauseRun: _aio.UnaryUnaryMultiCallable[_engine_pb2.PauseRunRequest, _engine_pb2.PauseRunResponse]  # type: ignore[assignment]
+    """Stops scheduling new steps of a pending or running run (running steps finish)."""
+    ResumeRun: _aio.UnaryUnaryMultiCallable[_engine_pb2.ResumeRunRequest, _engine_pb2.ResumeRunResponse]  # type: ignore[assignment]
+    """Lets a paused run go on."""
+    ApproveStep: _aio.UnaryUnaryMultiCallable[_engine_pb2.ApproveStepRequest, _engine_pb2.ApproveStepResponse]  # type: ignore[assignment]
+    """Approves an approval gate that is waiting. Two checks: the policy must grant
+    "runs.approve", and the caller must be one of the gate's approvers (a role, a user or
+    a team named in the step's `approval.approvers`), else PERMISSION_DENIED/NOT_AN_APPROVER.
+    """
+    RejectStep: _aio.UnaryUnaryMultiCallable[_engine_pb2.RejectStepRequest, _engine_pb2.RejectStepResponse]  # type: ignore[assignment]
+    """Rejects an approval gate that is waiting: the step fails (never retried) and the run
+    fails or compensates. Same checks as ApproveStep.
+    """
+    StreamRunEvents: _aio.UnaryStreamMultiCallable[_engine_pb2.StreamRunEventsRequest, _engine_pb2.StreamRunEventsResponse]  # type: ignore[assignment]
+    """The run's events (state changes and step logs) in order, from after `after_seq`; the
+    stream follows the run live and ends once the run has ended and every event was sent.
+    On the gateway: NDJSON, or Server-Sent Events with `Accept: text/event-stream`
+    (`Last-Event-ID` resumes after that sequence number).
+    """
 
 class EngineServiceServicer(metaclass=_abc_1.ABCMeta):
     """Runs workflows (golden paths) and records every step."""
@@ -72,5 +122,72 @@ class EngineServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _engine_pb2.ListRunsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_engine_pb2.ListRunsResponse, _abc.Awaitable[_engine_pb2.ListRunsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CancelRun(
+        self,
+        request: _engine_pb2.CancelRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_engine_pb2.CancelRunResponse, _abc.Awaitable[_engine_pb2.CancelRunResponse]]:
+        """Cancels a pending or running run: running steps are told to stop, steps that never
+        started are cancelled. FAILED_PRECONDITION when the run already ended.
+        """
+
+    @_abc_1.abstractmethod
+    def RetryRun(
+        self,
+        request: _engine_pb2.RetryRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_engine_pb2.RetryRunResponse, _abc.Awaitable[_engine_pb2.RetryRunResponse]]:
+        """Runs a FAILED or CANCELLED run again from its failed steps; completed steps stay done."""
+
+    @_abc_1.abstractmethod
+    def PauseRun(
+        self,
+        request: _engine_pb2.PauseRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_engine_pb2.PauseRunResponse, _abc.Awaitable[_engine_pb2.PauseRunResponse]]:
+        """Stops scheduling new steps of a pending or running run (running steps finish)."""
+
+    @_abc_1.abstractmethod
+    def ResumeRun(
+        self,
+        request: _engine_pb2.ResumeRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_engine_pb2.ResumeRunResponse, _abc.Awaitable[_engine_pb2.ResumeRunResponse]]:
+        """Lets a paused run go on."""
+
+    @_abc_1.abstractmethod
+    def ApproveStep(
+        self,
+        request: _engine_pb2.ApproveStepRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_engine_pb2.ApproveStepResponse, _abc.Awaitable[_engine_pb2.ApproveStepResponse]]:
+        """Approves an approval gate that is waiting. Two checks: the policy must grant
+        "runs.approve", and the caller must be one of the gate's approvers (a role, a user or
+        a team named in the step's `approval.approvers`), else PERMISSION_DENIED/NOT_AN_APPROVER.
+        """
+
+    @_abc_1.abstractmethod
+    def RejectStep(
+        self,
+        request: _engine_pb2.RejectStepRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_engine_pb2.RejectStepResponse, _abc.Awaitable[_engine_pb2.RejectStepResponse]]:
+        """Rejects an approval gate that is waiting: the step fails (never retried) and the run
+        fails or compensates. Same checks as ApproveStep.
+        """
+
+    @_abc_1.abstractmethod
+    def StreamRunEvents(
+        self,
+        request: _engine_pb2.StreamRunEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_engine_pb2.StreamRunEventsResponse], _abc.AsyncIterator[_engine_pb2.StreamRunEventsResponse]]:
+        """The run's events (state changes and step logs) in order, from after `after_seq`; the
+        stream follows the run live and ends once the run has ended and every event was sent.
+        On the gateway: NDJSON, or Server-Sent Events with `Accept: text/event-stream`
+        (`Last-Event-ID` resumes after that sequence number).
+        """
 
 def add_EngineServiceServicer_to_server(servicer: EngineServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,434 @@
+"""The golden-path catalog against PostgreSQL: the shipped paths, invalid files, versions,
+params, real runs through the durable scheduler (git repositories in tmp), the TTL sweeper
+of ephemeral environments, the GoldenPathService handlers and the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from innominatus.engine import catalog_models, ephemeral
+from innominatus.engine.catalog import Catalog, default_directory, scan_directory, version_key
+from innominatus.engine.definition import ParamsError, bind_params
+from innominatus.engine.executors import default_registry
+from innominatus.engine.goldenpaths_service import GoldenPathServicer, GoldenPaths, _chain
+from innominatus.engine.scheduler import Scheduler
+from innominatus.engine.v1 import golden_paths_pb2
+from innominatus.engine.workflows import WORKFLOWS
+from innominatus.kit.db import Database
+from tests.helpers.database import drop_database, fresh_database
+from tests.test_cli import FakeGateway, TOKEN
+
+pytestmark = pytest.mark.postgres
+
+SHIPPED = {"deploy-app", "undeploy-app", "ephemeral-env", "db-lifecycle", "onboard-team"}
+
+
+# -- fixtures ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def database():
+    url = fresh_database("goldenpaths")
+    db = Database("engine", url)
+    await asyncio.to_thread(db.migrate)
+    try:
+        yield db
+    finally:
+        await db.close()
+        drop_database(url)
+
+
+@pytest.fixture
+def catalog_dir(tmp_path):
+    directory = tmp_path / "catalog"
+    shutil.copytree(default_directory(), directory, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    return directory
+
+
+class Engine:
+    """A catalog, a real scheduler and the servicer, on one fresh database."""
+
+    def __init__(self, db, directory: Path, workdir: Path) -> None:
+        self.db = db
+        self.catalog = Catalog(db, directory, builtin=WORKFLOWS)
+        self.scheduler = Scheduler(db, default_registry(), worker_id="test-worker", lease_seconds=5,
+                                   poll_interval=0.05, workflows=WORKFLOWS, workdir=workdir)
+        self.scheduler.workflows = _chain(self.catalog, WORKFLOWS)
+        self.sweeper = ephemeral.Sweeper(db, self.scheduler, self.catalog, interval=0.1)
+        self.paths = GoldenPaths(self.catalog, None)
+        self.servicer = GoldenPathServicer(self.paths, self.scheduler)
+
+    async def call(self, method: str, request):
+        """A handler inside one transaction, as the kit's audit interceptor runs it."""
+        async with self.db.transaction():
+            return await getattr(self.servicer, method)(request, None)
+
+    async def run(self, name: str, timeout: float = 60.0, **params):
+        response = await self.call("RunGoldenPath", golden_paths_pb2.RunGoldenPathRequest(
+            name=f"goldenPaths/{name}", params={k: str(v) for k, v in params.items()}))
+        run_id = response.run.name.removeprefix("runs/")
+        return response, await self.scheduler.wait(run_id, timeout=timeout, states=("SUCCEEDED", "FAILED", "CANCELLED"))
+
+    async def steps(self, run_id: str) -> dict:
+        _run, rows = await self.scheduler.get_run(run_id)
+        return {r.step_id: r for r in rows}
+
+
+@pytest.fixture
+async def engine(database, catalog_dir, tmp_path):
+    engine = Engine(database, catalog_dir, tmp_path / "work")
+    await engine.catalog.load()
+    engine.scheduler.start()
+    try:
+        yield engine
+    finally:
+        await engine.scheduler.stop()
+
+
+def git(*args: str, cwd: Path | None = None) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+def bare_repo(path: Path) -> Path:
+    git("init", "-q", "--bare", "--initial-branch=main", str(path))
+    return path
+
+
+def files_on(repo: Path, branch: str = "main") -> set[str]:
+    if subprocess.run(["git", "--git-dir", str(repo), "rev-parse", "--verify", "--quiet", branch],
+                      capture_output=True).returncode != 0:
+        return set()  # the branch has no commit yet
+    return set(git("--git-dir", str(repo), "ls-tree", "-r", "--name-only", branch).split())
+
+
+def show(repo: Path, path: str, branch: str = "main") -> str:
+    return git("--git-dir", str(repo), "show", f"{branch}:{path}")
+
+
+# -- the shipped catalog ----------------------------------------------------------------------
+
+
+def test_the_five_shipped_paths_load_without_findings():
+    loaded, invalid = scan_directory(default_directory(), extra_workflows=WORKFLOWS)
+    assert invalid == []
+    assert {w.name for _f, _t, w in loaded} == SHIPPED
+    for file, _text, workflow in loaded:
+        assert file == f"{workflow.name}.yaml"
+        assert workflow.description and workflow.owner and workflow.tags and workflow.version == "1.0.0"
+        assert workflow.params, workflow.name
+
+
+async def test_a_broken_file_is_reported_with_line_and_column_and_the_rest_load(engine, catalog_dir):
+    (catalog_dir / "broken.yaml").write_text(
+        "apiVersion: innominatus.dev/v1\nkind: Workflow\nmetadata: {name: broken, version: \"1.0.0\"}\n"
+        "spec:\n  steps:\n    - {id: a, type: shel, with: {command: [true]}}\n"
+        "    - {id: b, type: shell, depends_on: [zz], with: {command: [true]}}\n")
+    (catalog_dir / "not-yaml.yaml").write_text("apiVersion: [unclosed\n")
+    state = await engine.catalog.load()
+    by_file = {bad.file: bad for bad in state.invalid}
+    assert set(by_file) == {"broken.yaml", "not-yaml.yaml"}
+    assert by_file["broken.yaml"].name == "broken"
+    findings = "\n".join(by_file["broken.yaml"].findings)
+    assert "broken.yaml:6:" in findings and "WF-1103" in findings and "did you mean 'shell'" in findings
+    assert "broken.yaml:7:" in findings and "WF-1101" in findings
+    assert by_file["not-yaml.yaml"].findings[0].startswith("not-yaml.yaml:")
+    assert "WF-1000" in by_file["not-yaml.yaml"].findings[0]
+
+    listing = await engine.call("ListGoldenPaths", golden_paths_pb2.ListGoldenPathsRequest())
+    assert {p.name for p in listing.golden_paths} == {f"goldenPaths/{n}" for n in SHIPPED}
+    assert {b.file for b in listing.invalid} == {"broken.yaml", "not-yaml.yaml"}
+    with pytest.raises(Exception) as info:
+        await engine.call("GetGoldenPath", golden_paths_pb2.GetGoldenPathRequest(name="broken"))
+    assert getattr(info.value, "reason", "") == "GOLDEN_PATH_INVALID" and "broken.yaml:6:" in info.value.message
+
+
+async def test_versions_are_kept_and_immutable(engine, catalog_dir, database):
+    from sqlalchemy import select
+
+    table = catalog_models.golden_path_versions
+
+    async def stored(name):
+        async with database.transaction() as s:
+            return [(r.version, r.content_hash, r.origin) for r in
+                    (await s.execute(select(table).where(table.c.name == name).order_by(table.c.version))).all()]
+
+    first = await stored("onboard-team")
+    assert [v for v, _h, _o in first] == ["1.0.0"] and first[0][2] == "catalog:onboard-team.yaml"
+    await engine.catalog.load()  # same content: same version, nothing new
+    assert await stored("onboard-team") == first
+
+    path = catalog_dir / "onboard-team.yaml"
+    original = path.read_text()
+    path.write_text(original.replace("Give a new team", "Give each new team"))  # changed, version not bumped
+    state = await engine.catalog.load()
+    assert [b.file for b in state.invalid] == ["onboard-team.yaml"]
+    assert "GP-0001" in state.invalid[0].findings[0] and "bump metadata.version" in state.invalid[0].findings[0]
+    workflow, _ = await engine.catalog.get("onboard-team")
+    assert workflow.source == original  # the stored version is still served
+
+    path.write_text(original.replace('version: "1.0.0"', 'version: "1.1.0"').replace("Give a new team", "Give each new team"))
+    state = await engine.catalog.load()
+    assert state.invalid == []
+    versions = await stored("onboard-team")
+    assert [v for v, _h, _o in versions] == ["1.0.0", "1.1.0"] and versions[0] == first[0]
+    latest, all_versions = await engine.catalog.get("onboard-team")
+    assert latest.version == "1.1.0" and [v.version for v in all_versions] == ["1.1.0", "1.0.0"]
+    old, _ = await engine.catalog.get("onboard-team", "1.0.0")
+    assert old.source == original
+    with pytest.raises(Exception) as info:
+        await engine.catalog.get("onboard-team", "9.9.9")
+    assert info.value.reason == "GOLDEN_PATH_VERSION_NOT_FOUND"
+
+    shown = await engine.call("GetGoldenPath", golden_paths_pb2.GetGoldenPathRequest(name="goldenPaths/onboard-team"))
+    assert shown.golden_path.version == "1.1.0" and [v.version for v in shown.golden_path.versions] == ["1.1.0", "1.0.0"]
+    assert shown.golden_path.source_yaml and len(shown.golden_path.content_hash) == 64
+    params = {p.name: p for p in shown.golden_path.params}
+    assert params["team"].required and params["team"].type == "string"
+    assert params["create_repository"].default_value.bool_value is True
+    assert [s.id for s in shown.golden_path.steps] == ["create-repository", "skeleton"]
+
+
+async def test_publish_a_new_version(engine):
+    source = (default_directory() / "undeploy-app.yaml").read_text()
+    with pytest.raises(Exception) as info:  # other content under a published version
+        await engine.call("PublishGoldenPath", golden_paths_pb2.PublishGoldenPathRequest(
+            source_yaml=source.replace("Remove an application", "Take an application")))
+    assert info.value.reason == "GOLDEN_PATH_VERSION_EXISTS"
+    same = await engine.call("PublishGoldenPath", golden_paths_pb2.PublishGoldenPathRequest(source_yaml=source))
+    assert same.created is False
+    newer = await engine.call("PublishGoldenPath", golden_paths_pb2.PublishGoldenPathRequest(
+        source_yaml=source.replace('version: "1.0.0"', 'version: "1.0.1"')))
+    assert newer.created and newer.golden_path.version == "1.0.1"
+    assert [v.version for v in newer.golden_path.versions] == ["1.0.1", "1.0.0"]
+    assert newer.golden_path.versions[0].origin == "api"
+    with pytest.raises(Exception) as info:
+        await engine.call("PublishGoldenPath", golden_paths_pb2.PublishGoldenPathRequest(source_yaml="kind: Workflow\n"))
+    assert info.value.reason == "GOLDEN_PATH_INVALID" and info.value.violations
+
+
+def test_version_order():
+    assert sorted(["1.10.0", "1.2.0", "1.2.0-rc.1", "0.9"], key=version_key) == ["0.9", "1.2.0-rc.1", "1.2.0", "1.10.0"]
+
+
+# -- params -----------------------------------------------------------------------------------
+
+
+def _shipped(name: str):
+    loaded, _ = scan_directory(default_directory(), extra_workflows=WORKFLOWS)
+    return next(w for _f, _t, w in loaded if w.name == name)
+
+
+def test_bind_params_defaults_validation_and_unknown_params():
+    deploy = _shipped("deploy-app")
+    bound = bind_params(deploy, {"app": "shop", "image": "r.example/shop:1.2", "gitops_repo": "/srv/g.git",
+                                 "replicas": "3"}, coerce=True)
+    assert bound == {"app": "shop", "environment": "development", "image": "r.example/shop:1.2", "replicas": 3,
+                     "port": 8080, "gitops_repo": "/srv/g.git", "branch": "main"}
+    with pytest.raises(ParamsError) as info:
+        bind_params(deploy, {"app": "Shop!", "replicas": "0", "colour": "red"}, coerce=True)
+    problems = dict(info.value.problems)
+    assert set(problems) == {"app", "replicas", "colour", "image", "gitops_repo"}
+    assert "unknown param" in problems["colour"] and "required" in problems["image"]
+    assert {v.field for v in info.value.violations} == {f"params.{n}" for n in problems}
+
+    db = _shipped("db-lifecycle")
+    with pytest.raises(ParamsError) as info:
+        bind_params(db, {"app": "shop", "action": "drop"})
+    assert dict(info.value.problems)["action"].startswith("'drop' is not one of")
+
+    env = _shipped("ephemeral-env")
+    params = bind_params(env, {"app": "shop", "image": "shop:1", "gitops_repo": "/g"})
+    assert params["ttl"] == "1h" and ephemeral.ttl_of(env, params) == 3600
+    with pytest.raises(ParamsError) as info:
+        ephemeral.ttl_of(env, {**params, "ttl": "25h"})
+    assert "longer than the maximum 24h" in dict(info.value.problems)["ttl"]
+
+
+async def test_run_rejects_bad_params_with_one_violation_per_param(engine):
+    with pytest.raises(ParamsError) as info:
+        await engine.call("RunGoldenPath", golden_paths_pb2.RunGoldenPathRequest(
+            name="goldenPaths/onboard-team", params={"team": "Bad Name", "owner": "not-an-email", "extra": "1"}))
+    assert {v.field for v in info.value.violations} == {"params.team", "params.owner", "params.extra",
+                                                        "params.repository"}
+    with pytest.raises(Exception) as info:
+        await engine.call("RunGoldenPath", golden_paths_pb2.RunGoldenPathRequest(name="goldenPaths/nope"))
+    assert info.value.reason == "GOLDEN_PATH_NOT_FOUND"
+
+
+# -- runs -------------------------------------------------------------------------------------
+
+
+async def test_onboard_team_end_to_end_into_a_git_repository(engine, tmp_path):
+    repo = tmp_path / "teams" / "payments.git"  # does not exist: the path creates it
+    response, run = await engine.run("onboard-team", team="payments", owner="lead@payments.example",
+                                     repository=str(repo), environments="[dev, prod]")
+    assert run.state == "SUCCEEDED", run.error
+    assert response.run.workflow == "onboard-team" and response.run.application == "payments"
+    assert files_on(repo) == {"README.md", "CODEOWNERS", "score.yaml", ".innominatus/team.yaml"}
+    assert "# Team payments" in show(repo, "README.md")
+    assert show(repo, "CODEOWNERS").strip() == "* lead@payments.example"
+    assert "environments: [\"dev\",\"prod\"]" in show(repo, ".innominatus/team.yaml")
+    steps = await engine.steps(run.id)
+    commit = steps["skeleton"].outputs["commit"]
+    assert git("--git-dir", str(repo), "rev-parse", "main").strip() == commit
+
+    _again, rerun = await engine.run("onboard-team", team="payments", owner="lead@payments.example",
+                                     repository=str(repo), environments="[dev, prod]")
+    assert rerun.state == "SUCCEEDED"
+    assert (await engine.steps(rerun.id))["skeleton"].outputs["changed"] is False  # idempotent
+    assert git("--git-dir", str(repo), "rev-list", "--count", "main").strip() == "1"
+
+
+async def test_deploy_app_commits_to_gitops_and_undeploy_removes_it(engine, tmp_path):
+    repo = bare_repo(tmp_path / "gitops.git")
+    _r, run = await engine.run("deploy-app", app="shop", image="registry.example/shop:1.4.2", gitops_repo=str(repo),
+                               replicas=3)
+    assert run.state == "SUCCEEDED", run.error
+    steps = await engine.steps(run.id)
+    assert steps["approve"].state == "SKIPPED"  # not production: no approval
+    assert steps["verify"].outputs["path"] == "apps/shop/development/deployment.yaml"
+    manifest = show(repo, "apps/shop/development/deployment.yaml")
+    assert "image: \"registry.example/shop:1.4.2\"" in manifest and "replicas: 3" in manifest
+
+    _r, bad = await engine.run("deploy-app", app="shop", image="registry.example/shop:latest", gitops_repo=str(repo))
+    assert bad.state == "FAILED" and "guardrails" in bad.error
+
+    _r, gone = await engine.run("undeploy-app", app="shop", gitops_repo=str(repo))
+    assert gone.state == "SUCCEEDED", gone.error
+    assert "apps/shop/development/deployment.yaml" not in files_on(repo)
+
+
+async def test_deploy_app_to_production_waits_for_an_approval(engine, tmp_path):
+    repo = bare_repo(tmp_path / "gitops.git")
+    response = await engine.call("RunGoldenPath", golden_paths_pb2.RunGoldenPathRequest(
+        name="deploy-app", params={"app": "shop", "image": "shop:2.0.0", "gitops_repo": str(repo),
+                                   "environment": "production"}))
+    run_id = response.run.name.removeprefix("runs/")
+    for _ in range(200):
+        if (await engine.steps(run_id))["approve"].state == "WAITING_APPROVAL":
+            break
+        await asyncio.sleep(0.05)
+    assert (await engine.steps(run_id))["approve"].state == "WAITING_APPROVAL"
+    assert files_on(repo) == set()  # nothing committed before the approval
+    await engine.scheduler.approve(run_id, "approve", "alice")
+    run = await engine.scheduler.wait(run_id, timeout=60)
+    assert run.state == "SUCCEEDED", run.error
+    assert "apps/shop/production/deployment.yaml" in files_on(repo)
+
+
+async def test_db_lifecycle_resource_steps_are_not_wired_yet(engine):
+    _r, run = await engine.run("db-lifecycle", app="shop", action="create")
+    assert run.state == "FAILED"
+    steps = await engine.steps(run.id)
+    assert steps["create"].error_kind == "not_wired"
+    assert steps["backup"].state == "SKIPPED" and steps["delete"].state in ("SKIPPED", "CANCELLED")
+
+
+# -- ephemeral environments -------------------------------------------------------------------
+
+
+async def test_ephemeral_env_is_torn_down_when_its_ttl_passes(engine, tmp_path):
+    repo = bare_repo(tmp_path / "gitops.git")
+    response, run = await engine.run("ephemeral-env", app="shop", environment="pr-7", image="shop:1.0.0",
+                                     gitops_repo=str(repo), ttl="2s")
+    assert run.state == "SUCCEEDED", run.error
+    assert response.HasField("expire_time")
+    assert "apps/shop/pr-7/deployment.yaml" in files_on(repo)
+    [row] = await ephemeral.environments(engine.db, run.id)
+    assert row.state == "active" and row.teardown == "undeploy-app" and row.params["ttl"] == "2s"
+
+    assert await engine.sweeper.sweep() == []  # not expired yet
+    await asyncio.sleep(2.2)
+    # A new sweeper, as in an engine restarted after the TTL: the expiry is in the database.
+    restarted = ephemeral.Sweeper(engine.db, engine.scheduler, engine.catalog)
+    [teardown_id] = await restarted.sweep()
+    assert await engine.sweeper.sweep() == []  # started once
+    teardown = await engine.scheduler.wait(teardown_id, timeout=60)
+    assert teardown.state == "SUCCEEDED", teardown.error
+    assert teardown.workflow == "undeploy-app" and teardown.creator == "engine:ephemeral-ttl"
+    assert teardown.inputs == {"app": "shop", "environment": "pr-7", "gitops_repo": str(repo), "branch": "main"}
+    assert "apps/shop/pr-7/deployment.yaml" not in files_on(repo)
+    await engine.sweeper.sweep()
+    [row] = await ephemeral.environments(engine.db, run.id)
+    assert row.state == "torn_down" and row.teardown_run_id == teardown_id
+
+
+async def test_the_background_sweeper_starts_the_teardown(engine, tmp_path):
+    repo = bare_repo(tmp_path / "gitops.git")
+    _r, run = await engine.run("ephemeral-env", app="web", image="web:1.0.0", gitops_repo=str(repo), ttl="1s")
+    assert run.state == "SUCCEEDED", run.error
+    engine.sweeper.start()
+    try:
+        for _ in range(200):
+            [row] = await ephemeral.environments(engine.db, run.id)
+            if row.state == "torn_down":
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await engine.sweeper.stop()
+    assert row.state == "torn_down"
+    assert "apps/web/preview/deployment.yaml" not in files_on(repo)
+
+
+# -- CLI --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def gateway(tmp_path, monkeypatch):
+    server = FakeGateway()
+    server.thread.start()
+    monkeypatch.setenv("INNOMINATUS_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("INNOMINATUS_SERVER", server.url)
+    monkeypatch.setenv("INNOMINATUS_TOKEN", TOKEN)
+    yield server
+    server.httpd.shutdown()
+    server.httpd.server_close()
+
+
+PATH_JSON = {
+    "name": "goldenPaths/deploy-app", "version": "1.0.0", "description": "Deploy an application", "owner": "team-platform",
+    "tags": ["deploy", "gitops"],
+    "params": [{"name": "app", "type": "string", "required": True},
+               {"name": "replicas", "type": "integer", "defaultValue": 2}],
+    "steps": [{"id": "render", "type": "shell"}, {"id": "approve", "type": "approval", "dependsOn": ["render"],
+                                                  "condition": "params.environment == 'production'"}],
+    "versions": [{"version": "1.0.0", "contentHash": "ab" * 32, "origin": "catalog:deploy-app.yaml"}],
+}
+
+
+def test_cli_goldenpaths_list_show_run(gateway, capsys):
+    from innominatus.cli.main import main
+
+    gateway.ok("GET", "/api/v1/goldenPaths", {"goldenPaths": [PATH_JSON], "invalid": [
+        {"file": "broken.yaml", "name": "broken", "findings": ["broken.yaml:6:22: error WF-1103: unknown step type"]}]})
+    assert main(["goldenpaths", "list"]) == 0
+    out, err = capsys.readouterr()
+    assert "deploy-app" in out and "1.0.0" in out and "team-platform" in out
+    assert "broken.yaml:6:22: error WF-1103" in err
+
+    gateway.ok("GET", "/api/v1/goldenPaths/deploy-app", {"goldenPath": PATH_JSON})
+    assert main(["goldenpaths", "show", "deploy-app", "--version", "1.0.0"]) == 0
+    out = capsys.readouterr().out
+    assert "replicas" in out and "integer" in out and "params.environment == 'production'" in out
+    assert gateway.last("GET", "/api/v1/goldenPaths/deploy-app")["query"] == {"version": "1.0.0"}
+
+    run = {"name": "runs/r9", "workflow": "deploy-app", "state": "RUN_STATE_PENDING"}
+    gateway.ok("POST", "/api/v1/goldenPaths/deploy-app:run", {"run": run, "version": "1.0.0"})
+    gateway.routes[("GET", "/api/v1/runs/r9")] = [
+        (200, {"run": {**run, "state": "RUN_STATE_RUNNING"}}, "application/json"),
+        (200, {"run": {**run, "state": "RUN_STATE_SUCCEEDED"}}, "application/json")]
+    code = main(["goldenpaths", "run", "deploy-app", "--param", "app=shop", "-p", "replicas=3", "--version", "1.0.0",
+                 "--env", "dev", "--wait", "--interval", "0.01"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    body = gateway.last("POST", "/api/v1/goldenPaths/deploy-app:run")["body"]
+    assert body["params"] == {"app": "shop", "replicas": "3"} and body["version"] == "1.0.0"
+    assert body["environment"] == "dev" and body["requestId"]
+    assert "runs/r9" in captured.out and "SUCCEEDED" in captured.out
+
+    assert main(["goldenpaths", "run", "deploy-app", "--param", "novalue"]) == 2
