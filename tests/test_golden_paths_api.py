@@ -62,3 +62,29 @@ async def test_viewer_is_denied_and_bad_params_are_all_named(platform, tmp_path)
         assert {"params.team", "params.owner", "params.repository", "params.colour"} <= fields, fields
         runs = (await http.get("/api/v1/runs")).json().get("runs", [])
     assert runs == []
+
+
+async def test_start_run_accepts_catalog_workflows_with_typed_params(platform, tmp_path):
+    admin = await platform.login_admin()
+    async with platform.http(admin) as http:
+        unknown = await http.post("/api/v1/runs", json={"workflow": "onboard-tema", "inputs": {}})
+        assert unknown.status_code == 400 and unknown.json()["reason"] == "UNKNOWN_WORKFLOW"
+        assert "goldenpaths list" in unknown.json()["detail"]
+
+        missing = await http.post("/api/v1/runs", json={"workflow": "onboard-team", "inputs": {"team": "ops"}})
+        assert missing.status_code == 400, missing.text
+        assert {"params.owner", "params.repository"} <= {v["field"] for v in missing.json()["violations"]}
+
+        repository = tmp_path / "ops.git"
+        started = await http.post("/api/v1/runs", json={
+            "workflow": "onboard-team", "requestId": "onboard-ops-1",
+            "inputs": {"team": "ops", "owner": "ops@example.com", "repository": str(repository)},
+        })
+        assert started.status_code == 200, started.text
+        again = await http.post("/api/v1/runs", json={
+            "workflow": "onboard-team", "requestId": "onboard-ops-1",
+            "inputs": {"team": "ops", "owner": "ops@example.com", "repository": str(repository)},
+        })
+        assert again.json()["run"]["name"] == started.json()["run"]["name"]  # idempotent per request id
+        run = await _wait_for_run(http, started.json()["run"]["name"])
+    assert run["state"] == "RUN_STATE_SUCCEEDED", run

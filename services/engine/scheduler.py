@@ -241,13 +241,16 @@ class Scheduler:
                 return None
         return registry(step_type)
 
-    def _workflow(self, name: str) -> WorkflowDef:
+    def find_workflow(self, name: str) -> WorkflowDef | None:
+        """The workflow a name refers to (built-ins, then the golden-path catalog), or None."""
         if self.workflows is None:
-            raise StepFailed(f"no workflow catalog to resolve sub-workflow {name!r}", kind="unknown_workflow", retryable=False)
+            return None
         if isinstance(self.workflows, Mapping):
-            found = self.workflows.get(name)
-        else:
-            found = self.workflows(name)
+            return self.workflows.get(name)
+        return self.workflows(name)
+
+    def _workflow(self, name: str) -> WorkflowDef:
+        found = self.find_workflow(name)
         if found is None:
             raise StepFailed(f"unknown sub-workflow {name!r}", kind="unknown_workflow", retryable=False)
         return found

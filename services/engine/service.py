@@ -17,6 +17,7 @@ from sqlalchemy import event, select
 from innominatus.engine import models
 from innominatus.engine.goldenpaths_service import golden_path_descriptor, register_golden_paths, stop_golden_paths
 from innominatus.engine.operations import RunOperations, decorate
+from innominatus.engine.definition import bind_params
 from innominatus.engine.v1 import engine_pb2, engine_pb2_grpc
 from innominatus.engine.scheduler import Scheduler
 from innominatus.engine.workflows import WORKFLOWS, builtin_executors
@@ -117,17 +118,23 @@ class EngineServicer(RunOperations, engine_pb2_grpc.EngineServiceServicer):
         self.scheduler = scheduler
 
     async def StartRun(self, request, context):
-        if request.workflow not in WORKFLOWS:
+        definition = self.scheduler.find_workflow(request.workflow) if request.workflow else None
+        if definition is None:
             raise InvalidArgument(
-                f"unknown workflow {request.workflow!r}; known workflows: {', '.join(sorted(WORKFLOWS))}",
+                f"unknown workflow {request.workflow!r}: start one of the built-in workflows "
+                f"({', '.join(sorted(WORKFLOWS))}) or a golden path (innominatus goldenpaths list)",
                 reason="UNKNOWN_WORKFLOW",
             )
+        params = json_format.MessageToDict(request.inputs)
+        if request.workflow not in WORKFLOWS:
+            # Catalog workflows declare typed params: defaults and validation apply here too.
+            params = bind_params(definition, params)
         session = db.session()
         ctx = reqctx.current()
         run_id = await self.scheduler.create_run(
             session,
-            WORKFLOWS[request.workflow],
-            json_format.MessageToDict(request.inputs),
+            definition,
+            params,
             application=request.application,
             environment=request.environment,
             creator=ctx.subject.actor if ctx and ctx.subject else "",
