@@ -419,7 +419,7 @@ class _StubScheduler:
                                       type="approval", state=step_state, attempts=1, error="", outputs={},
                                       started_at=now, ended_at=None)]
 
-    async def get_run(self, run_id):
+    async def get_run(self, run_id, session=None):
         if run_id != "r1":
             raise NotFound(f"run {run_id!r} not found", reason="RUN_NOT_FOUND")
         return self.row, self.steps
@@ -429,13 +429,13 @@ class _StubScheduler:
         if self.error is not None:
             raise self.error
 
-    async def cancel(self, run_id, who=""):
+    async def cancel(self, run_id, who="", session=None):
         await self._op("cancel", run_id, who)
 
-    async def approve(self, run_id, step_id, who, reason=""):
+    async def approve(self, run_id, step_id, who, reason="", session=None):
         await self._op("approve", run_id, step_id, who, reason)
 
-    async def retry(self, run_id, who=""):
+    async def retry(self, run_id, who="", session=None):
         await self._op("retry", run_id, who)
 
 

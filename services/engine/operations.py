@@ -34,6 +34,7 @@ from google.protobuf import json_format
 
 from innominatus.engine.v1 import engine_pb2
 from innominatus.kit import context as reqctx
+from innominatus.kit import db as kitdb
 from innominatus.kit import times
 from innominatus.kit.errors import FailedPrecondition, InnominatusError, InvalidArgument, NotFound, PermissionDenied
 
@@ -188,10 +189,10 @@ class RunOperations:
         ctx = reqctx.current()
         return ctx.subject.actor if ctx is not None and ctx.subject is not None else ""
 
-    async def _call(self, operation, *args):
+    async def _call(self, operation, *args, **kwargs):
         """Call the scheduler, mapping its errors onto the kit's typed errors."""
         try:
-            return await operation(*args)
+            return await operation(*args, **kwargs)
         except InnominatusError:
             raise
         except (LookupError,) as exc:
@@ -199,8 +200,17 @@ class RunOperations:
         except (ValueError, RuntimeError) as exc:
             raise FailedPrecondition(str(exc), reason="RUN_STATE") from exc
 
+    @staticmethod
+    def _session():
+        """The RPC's own transaction, so a change to a run commits with its audit event (None
+        in a stream, which has no unit of work)."""
+        try:
+            return kitdb.session()
+        except RuntimeError:
+            return None
+
     async def _load(self, run_id: str):
-        run, steps = await self._call(self._sched().get_run, run_id)
+        run, steps = await self._call(self._sched().get_run, run_id, session=self._session())
         if run is None:
             raise NotFound(f"run 'runs/{run_id}' not found", reason="RUN_NOT_FOUND")
         return run, list(steps)
@@ -221,7 +231,7 @@ class RunOperations:
                 f"run runs/{run_id} is {row.state}; only a PENDING or RUNNING run can be cancelled",
                 reason="RUN_ALREADY_ENDED", metadata={"state": row.state},
             )
-        await self._call(self._sched().cancel, run_id, self._who())
+        await self._call(self._sched().cancel, run_id, self._who(), session=self._session())
         return engine_pb2.CancelRunResponse(run=await self._view(run_id))
 
     async def RetryRun(self, request, context):
@@ -232,7 +242,7 @@ class RunOperations:
                 f"run runs/{run_id} is {row.state}; only a FAILED or CANCELLED run can be retried",
                 reason="RUN_NOT_FAILED", metadata={"state": row.state},
             )
-        await self._call(self._sched().retry, run_id, self._who())
+        await self._call(self._sched().retry, run_id, self._who(), session=self._session())
         return engine_pb2.RetryRunResponse(run=await self._view(run_id))
 
     async def PauseRun(self, request, context):
@@ -246,7 +256,7 @@ class RunOperations:
         if getattr(row, "paused", False):
             raise FailedPrecondition(f"run runs/{run_id} is already paused", reason="RUN_ALREADY_PAUSED",
                                      metadata={"state": row.state})
-        await self._call(self._sched().pause, run_id, self._who())
+        await self._call(self._sched().pause, run_id, self._who(), session=self._session())
         return engine_pb2.PauseRunResponse(run=await self._view(run_id))
 
     async def ResumeRun(self, request, context):
@@ -260,7 +270,7 @@ class RunOperations:
         if not getattr(row, "paused", False):
             raise FailedPrecondition(f"run runs/{run_id} is {row.state} and not paused", reason="RUN_NOT_PAUSED",
                                      metadata={"state": row.state})
-        await self._call(self._sched().resume, run_id, self._who())
+        await self._call(self._sched().resume, run_id, self._who(), session=self._session())
         return engine_pb2.ResumeRunResponse(run=await self._view(run_id))
 
     # -- approval gates
@@ -291,12 +301,12 @@ class RunOperations:
 
     async def ApproveStep(self, request, context):
         run_id, step_id = await self._gate(request.name)
-        await self._call(self._sched().approve, run_id, step_id, self._who(), request.reason)
+        await self._call(self._sched().approve, run_id, step_id, self._who(), request.reason, session=self._session())
         return engine_pb2.ApproveStepResponse(run=await self._view(run_id))
 
     async def RejectStep(self, request, context):
         run_id, step_id = await self._gate(request.name)
-        await self._call(self._sched().reject, run_id, step_id, self._who(), request.reason)
+        await self._call(self._sched().reject, run_id, step_id, self._who(), request.reason, session=self._session())
         return engine_pb2.RejectStepResponse(run=await self._view(run_id))
 
     # -- the event stream

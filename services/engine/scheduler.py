@@ -43,10 +43,12 @@ import socket
 import tempfile
 import time
 import uuid
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from sqlalchemy import delete, false, insert, or_, select, update
+from sqlalchemy import event as sa_event
 from sqlalchemy.exc import IntegrityError
 
 from innominatus.engine import models
@@ -374,6 +376,18 @@ class Scheduler:
             elif driver.waiting_children():
                 driver.wake.set()
 
+    @asynccontextmanager
+    async def _unit(self, run_id: str, session=None):
+        """The transaction an outside change to a run is made in: the caller's (an RPC's, so the
+        change commits with its audit event) or a new one; the run's driver is woken after commit."""
+        if session is None:
+            async with self.db.transaction() as s:
+                yield s
+            self._notify(run_id)
+        else:
+            sa_event.listen(session.sync_session, "after_commit", lambda _s: self._notify(run_id), once=True)
+            yield session
+
     def _notify(self, run_id: str) -> None:
         driver = self._drivers.get(run_id)
         if driver is not None:
@@ -473,33 +487,30 @@ class Scheduler:
         await session.execute(events_t.insert().values(run_id=run_id, seq=seq, time=now, kind=kind, step_id=step_id, message=message))
         return seq
 
-    async def cancel(self, run_id: str, who: str = "") -> None:
-        async with self.db.transaction() as s:
+    async def cancel(self, run_id: str, who: str = "", session=None) -> None:
+        async with self._unit(run_id, session) as s:
             await self._external(run_id, "run.cancel_requested", f"cancel requested{' by ' + who if who else ''}",
                                  states=(PENDING, RUNNING), values={"cancel_requested": True, "paused": False}, session=s)
-        self._notify(run_id)
 
-    async def pause(self, run_id: str, who: str = "") -> None:
-        async with self.db.transaction() as s:
+    async def pause(self, run_id: str, who: str = "", session=None) -> None:
+        async with self._unit(run_id, session) as s:
             await self._external(run_id, "run.paused", f"paused{' by ' + who if who else ''}", states=(PENDING, RUNNING),
                                  values={"paused": True}, session=s)
-        self._notify(run_id)
 
-    async def resume(self, run_id: str, who: str = "") -> None:
-        async with self.db.transaction() as s:
+    async def resume(self, run_id: str, who: str = "", session=None) -> None:
+        async with self._unit(run_id, session) as s:
             await self._external(run_id, "run.resumed", f"resumed{' by ' + who if who else ''}", states=(PENDING, RUNNING),
                                  values={"paused": False}, session=s)
-        self._notify(run_id)
 
-    async def approve(self, run_id: str, step_id: str, who: str, reason: str = "") -> None:
-        await self._decide(run_id, step_id, who, reason, approved=True)
+    async def approve(self, run_id: str, step_id: str, who: str, reason: str = "", session=None) -> None:
+        await self._decide(run_id, step_id, who, reason, approved=True, session=session)
 
-    async def reject(self, run_id: str, step_id: str, who: str, reason: str = "") -> None:
-        await self._decide(run_id, step_id, who, reason, approved=False)
+    async def reject(self, run_id: str, step_id: str, who: str, reason: str = "", session=None) -> None:
+        await self._decide(run_id, step_id, who, reason, approved=False, session=session)
 
-    async def _decide(self, run_id: str, step_id: str, who: str, reason: str, approved: bool) -> None:
+    async def _decide(self, run_id: str, step_id: str, who: str, reason: str, approved: bool, session=None) -> None:
         now = times.now()
-        async with self.db.transaction() as s:
+        async with self._unit(run_id, session) as s:
             verb = "approved" if approved else "rejected"
             seq = await self._external(run_id, f"step.{verb}", f"{verb} by {who}" + (f": {reason}" if reason else ""),
                                        step_id, states=(PENDING, RUNNING), session=s)
@@ -516,12 +527,11 @@ class Scheduler:
             if result.rowcount == 0:
                 raise FailedPrecondition(f"step {step_id!r} of run {run_id!r} is not waiting for approval",
                                          reason="NOT_WAITING_FOR_APPROVAL")
-        self._notify(run_id)
 
-    async def retry(self, run_id: str, who: str = "") -> None:
+    async def retry(self, run_id: str, who: str = "", session=None) -> None:
         """Run a failed (or cancelled) run again from its failed steps; completed steps stay done."""
         now = times.now()
-        async with self.db.transaction() as s:
+        async with self._unit(run_id, session) as s:
             run = (await s.execute(select(runs_t).where(runs_t.c.id == run_id))).one_or_none()
             if run is None:
                 raise NotFound(f"run {run_id!r} not found", reason="RUN_NOT_FOUND")
@@ -540,7 +550,6 @@ class Scheduler:
             # Fanned-out items keep their item: they go straight back to READY.
             await s.execute(update(steps_t).where(base & steps_t.c.items_total.isnot(None)).values(state=READY, **reset))
             await s.execute(update(steps_t).where(base & steps_t.c.items_total.is_(None)).values(state=PENDING, **reset))
-        self._notify(run_id)
 
     async def events(self, run_id: str, after_seq: int = 0, limit: int = 1000) -> list[dict]:
         async with self.db.transaction() as s:
@@ -553,18 +562,20 @@ class Scheduler:
         return [dict(run_id=r.run_id, seq=r.seq, time=_aware(r.time), kind=r.kind, step_id=r.step_id, message=r.message)
                 for r in rows]
 
-    async def get_run(self, run_id: str) -> tuple[Any, list]:
-        """The run row and its step execution rows (in definition order)."""
-        async with self.db.transaction() as s:
-            run = (await s.execute(select(runs_t).where(runs_t.c.id == run_id))).one_or_none()
-            if run is None:
-                raise NotFound(f"run {run_id!r} not found", reason="RUN_NOT_FOUND")
-            rows = (
-                await s.execute(
-                    select(steps_t).where(steps_t.c.run_id == run_id)
-                    .order_by(steps_t.c.position, steps_t.c.iteration)
-                )
-            ).all()
+    async def get_run(self, run_id: str, session=None) -> tuple[Any, list]:
+        """The run row and its step execution rows (in definition order), read in ``session``
+        when given (so a caller sees its own uncommitted change)."""
+        if session is None:
+            async with self.db.transaction() as s:
+                return await self.get_run(run_id, s)
+        run = (await session.execute(select(runs_t).where(runs_t.c.id == run_id))).one_or_none()
+        if run is None:
+            raise NotFound(f"run {run_id!r} not found", reason="RUN_NOT_FOUND")
+        rows = (
+            await session.execute(
+                select(steps_t).where(steps_t.c.run_id == run_id).order_by(steps_t.c.position, steps_t.c.iteration)
+            )
+        ).all()
         return run, rows
 
     async def wait(self, run_id: str, timeout: float = 30.0, states: Iterable[str] = RUN_TERMINAL, interval: float = 0.05):
