@@ -96,7 +96,7 @@ async def engine(database_url, tmp_path):
     db = Database("engine", database_url)
     recorder = Recorder()
     children = {"child": workflow(step("c1", with_={"value": "${params.greeting}"}), step("c2", "c1"), name="child")}
-    scheduler = Scheduler(db, {"test": recorder}, worker_id="w-test", lease_seconds=5, heartbeat_seconds=0.5,
+    scheduler = Scheduler(db, {"test": recorder, "resource": recorder}, worker_id="w-test", lease_seconds=5, heartbeat_seconds=0.5,
                           poll_interval=0.05, evaluate=evaluate, workflows=children, workdir=tmp_path, cancel_grace=1.0)
     scheduler.start()
     try:
@@ -326,3 +326,14 @@ async def test_pause_and_resume(engine):
     await scheduler.resume(run_id)
     run, _ = await finish(scheduler, run_id)
     assert run.state == "SUCCEEDED" and len(rec.of("two")) == 1
+
+
+async def test_resource_step_outputs_are_interpolated_as_resources(engine):
+    scheduler, recorder = engine
+    run_id = await scheduler.start_run(workflow(
+        step("provision-db", type="resource", with_={"name": "db", "value": "db.internal"}),
+        step("use", "provision-db", with_={"value": "${resources.db.value}:5432"}),
+    ))
+    run, rows = await finish(scheduler, run_id)
+    assert run.state == "SUCCEEDED", run.error
+    assert rows[("use", 0)].outputs["value"] == "db.internal:5432"

@@ -876,6 +876,16 @@ class _Driver:
             return [r["outputs"] if r["state"] in (SUCCEEDED, COMPENSATED) else None for r in rows]
         return rows[0]["outputs"] if rows and rows[0]["state"] in (SUCCEEDED, COMPENSATED) else {}
 
+    def _resource_outputs(self) -> dict:
+        """``${resources.<name>.<key>}``: the outputs of the run's completed `resource` steps,
+        by the resource name they provisioned (``with.name``, else the step id)."""
+        found = {}
+        for step_id, stepdef in self.stepdefs.items():
+            if stepdef.type == "resource" and self._status(step_id) == "done":
+                name = stepdef.with_.get("name") if isinstance(stepdef.with_.get("name"), str) else step_id
+                found[name] = self._outputs_of(step_id)
+        return found
+
     def _variables(self, row: dict | None = None, step: StepDef | None = None, lazy: bool = False) -> dict:
         if lazy:
             steps: dict[str, Any] = _LazySteps(self)  # placeholders look up only what they name
@@ -888,6 +898,7 @@ class _Driver:
             "workflow": {"name": self.definition.name, "version": self.definition.version, "run_id": self.run_id,
                          "application": self.application, "environment": self.environment, "creator": self.creator},
             "steps": steps,
+            "resources": self._resource_outputs(),
         }
         if row is not None and row.get("items_total") is not None:
             variables["item"] = row["item"]
