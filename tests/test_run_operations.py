@@ -18,76 +18,72 @@ from sqlalchemy.engine import make_url
 from innominatus.audit.v1 import audit_pb2, audit_pb2_grpc
 from innominatus.common.v1 import audit_event_pb2
 from innominatus.engine import operations
-from innominatus.engine import service as engine_service
-from innominatus.engine import workflows as engine_workflows
-from innominatus.engine.model import RetryPolicy, StepDef, WorkflowDef
 from innominatus.engine.operations import RunOperations
-from innominatus.engine.v1 import engine_pb2, engine_pb2_grpc
+from innominatus.engine.v1 import engine_pb2, engine_pb2_grpc, golden_paths_pb2, golden_paths_pb2_grpc
 from innominatus.identity.v1 import identity_pb2
 from innominatus.kit import context as reqctx
 from innominatus.kit.clients import secure_channel
 from innominatus.kit.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, decode_rpc_error
 from tests.helpers.mesh import running_platform
 
-NO_RETRY = RetryPolicy(max_attempts=1)
+def _workflow(name: str, steps: str, params: str = "") -> str:
+    return f"""apiVersion: innominatus.dev/v1
+kind: Workflow
+metadata: {{name: {name}, version: "1.0.0", description: test workflow, owner: team-test}}
+spec:
+{params}  steps:
+{steps}"""
 
 
-def _wait(step_id: str, seconds: float, *deps: str) -> StepDef:
-    return StepDef(id=step_id, type="wait", with_={"seconds": seconds}, depends_on=tuple(deps), retry=NO_RETRY)
-
-
-TEST_WORKFLOWS = {
+# Published through the real PublishGoldenPath API, as a platform team would.
+TEST_WORKFLOWS = [
     # A step that holds the run for a minute, unless cancelled.
-    "ops-hold": WorkflowDef(name="ops-hold", version="1", steps=(_wait("hold", 60), _wait("after", 0, "hold"))),
+    _workflow("ops-hold", """    - {id: hold, type: wait, with: {seconds: 60}}
+    - {id: after, type: wait, depends_on: [hold], with: {seconds: 0}}
+"""),
     # Two short steps: time enough to pause between them.
-    "ops-two": WorkflowDef(name="ops-two", version="1", steps=(_wait("first", 1.0), _wait("second", 0, "first"))),
+    _workflow("ops-two", """    - {id: first, type: wait, with: {seconds: 1.0}}
+    - {id: second, type: wait, depends_on: [first], with: {seconds: 0}}
+"""),
     # An approval gate between two steps; only admins and the user pat may decide.
-    "ops-gate": WorkflowDef(
-        name="ops-gate",
-        version="1",
-        steps=(
-            _wait("prepare", 0),
-            StepDef(id="gate", type="approval", depends_on=("prepare",), with_={"message": "ship it?"},
-                    approval={"approvers": ["admin", "user:pat"]}, retry=NO_RETRY),
-            _wait("ship", 0, "gate"),
-        ),
-    ),
+    _workflow("ops-gate", """    - {id: prepare, type: wait, with: {seconds: 0}}
+    - id: gate
+      type: approval
+      depends_on: [prepare]
+      with: {message: ship it?}
+      approval: {approvers: [admin, "user:pat"]}
+    - {id: ship, type: wait, depends_on: [gate], with: {seconds: 0}}
+"""),
     # Fails until the marker file exists; retried by hand after creating it.
-    "ops-flaky": WorkflowDef(
-        name="ops-flaky",
-        version="1",
-        steps=(
-            _wait("first", 0),
-            StepDef(id="check", type="shell", depends_on=("first",), retry=NO_RETRY,
-                    with_={"script": 'echo "looking for the marker"; test -f "$MARKER"', "env": {"MARKER": "${params.marker}"}}),
-        ),
-    ),
+    _workflow("ops-flaky", """    - {id: first, type: wait, with: {seconds: 0}}
+    - id: check
+      type: shell
+      depends_on: [first]
+      with:
+        script: 'echo "looking for the marker"; test -f "$MARKER"'
+        env: {MARKER: "${params.marker}"}
+""", params="  params:\n    marker: {type: string, required: true}\n"),
     # Quick, with a little log output.
-    "ops-quick": WorkflowDef(
-        name="ops-quick",
-        version="1",
-        steps=(
-            _wait("one", 0.3),
-            StepDef(id="two", type="shell", depends_on=("one",), retry=NO_RETRY, with_={"script": "echo hello from two"}),
-            _wait("three", 0.3, "two"),
-        ),
-    ),
-}
+    _workflow("ops-quick", """    - {id: one, type: wait, with: {seconds: 0.3}}
+    - {id: two, type: shell, depends_on: [one], with: {script: echo hello from two}}
+    - {id: three, type: wait, depends_on: [two], with: {seconds: 0.3}}
+"""),
+]
 
 
-def install_run_operations(monkeypatch) -> None:
-    """Register the test workflows; mix RunOperations into the servicer unless service.py does."""
-    for name, definition in TEST_WORKFLOWS.items():
-        monkeypatch.setitem(engine_workflows.WORKFLOWS, name, definition)
-    if not issubclass(engine_service.EngineServicer, RunOperations):
-        wired = type("EngineServicer", (RunOperations, engine_service.EngineServicer), {})
-        monkeypatch.setattr(engine_service, "EngineServicer", wired)
+async def publish_test_workflows(platform) -> None:
+    admin = await platform.login_admin()
+    async with secure_channel(platform.address("engine"), platform.tls("gateway")) as channel:
+        stub = golden_paths_pb2_grpc.GoldenPathServiceStub(channel)
+        for source in TEST_WORKFLOWS:
+            await stub.PublishGoldenPath(golden_paths_pb2.PublishGoldenPathRequest(source_yaml=source),
+                                         metadata=auth(admin), timeout=20)
 
 
 @asynccontextmanager
 async def ops_platform(tmp_path, monkeypatch):
-    install_run_operations(monkeypatch)
     async with running_platform(tmp_path / "data") as platform:
+        await publish_test_workflows(platform)
         yield platform
 
 

@@ -35,6 +35,7 @@ from innominatus.engine.v1 import golden_paths_pb2, golden_paths_pb2_grpc
 from innominatus.kit import context as reqctx
 from innominatus.kit import db as kitdb
 from innominatus.kit import times
+from innominatus.kit.names import check_name
 from innominatus.kit.errors import InvalidArgument
 from innominatus.kit.logs import get_logger
 
@@ -120,6 +121,30 @@ class GoldenPaths:
                 await asyncio.wait_for(asyncio.shield(self._loading), timeout=30)
         return self.catalog
 
+    async def start_run(self, session, scheduler, workflow, given: dict, *, application: str = "",
+                        environment: str = "", creator: str = "", request_id: str | None = None,
+                        coerce: bool = False):
+        """Start a catalog workflow in ``session`` (the RPC's transaction): bind its typed params
+        (ParamsError names every bad one), record an ephemeral environment's expiry with the run,
+        and wake the scheduler once it all commits. Returns (run id, expiry or None)."""
+        params = bind_params(workflow, given, coerce=coerce)
+        ttl = ephemeral.ttl_of(workflow, params) if ephemeral.is_ephemeral(workflow) else None
+        application = application or str(params.get("app") or params.get("team") or "")
+        environment = environment or str(params.get("environment") or "")
+        for value, field in ((application, "application"), (environment, "environment")):
+            if value:
+                check_name(value, field)
+        run_id = await scheduler.create_run(
+            session, workflow, params, application=application, environment=environment, creator=creator,
+            request_id=request_id,
+        )
+        expires = None
+        if ttl is not None:
+            expires = await ephemeral.record(session, run_id=run_id, workflow=workflow, params=params,
+                                             application=application, environment=environment, ttl=ttl)
+        event.listen(session.sync_session, "after_commit", lambda _s: scheduler.wakeup.set(), once=True)
+        return run_id, expires
+
     async def stop(self) -> None:
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()
@@ -165,23 +190,15 @@ class GoldenPathServicer(golden_paths_pb2_grpc.GoldenPathServiceServicer):
         given: dict = dict(request.params)
         if request.HasField("param_values"):
             given.update(json_format.MessageToDict(request.param_values))
-        params = bind_params(workflow, given, coerce=True)  # ParamsError: INVALID_ARGUMENT, one violation per param
-        ttl = ephemeral.ttl_of(workflow, params) if ephemeral.is_ephemeral(workflow) else None
-        application = request.application or str(params.get("app") or params.get("team") or "")
-        environment = request.environment or str(params.get("environment") or "")
         ctx = reqctx.current()
         session = kitdb.session()
-        run_id = await self.scheduler.create_run(
-            session, workflow, params, application=application, environment=environment,
-            creator=ctx.subject.actor if ctx and ctx.subject else "", request_id=request.request_id or None,
+        run_id, expires = await self.paths.start_run(
+            session, self.scheduler, workflow, given, application=request.application,
+            environment=request.environment, creator=ctx.subject.actor if ctx and ctx.subject else "",
+            request_id=request.request_id or None, coerce=True,
         )
         response = golden_paths_pb2.RunGoldenPathResponse(version=workflow.version)
-        if ttl is not None:
-            expires = await ephemeral.record(session, run_id=run_id, workflow=workflow, params=params,
-                                             application=application, environment=environment, ttl=ttl)
-            times.set_time(response.expire_time, expires)
-        # Wake the scheduler once the run is committed, not before.
-        event.listen(session.sync_session, "after_commit", lambda _s: self.scheduler.wakeup.set(), once=True)
+        times.set_time(response.expire_time, expires)
         response.run.CopyFrom(await load_run(session, run_id))
         return response
 

@@ -414,7 +414,7 @@ class Scheduler:
             if not request_id:
                 raise
             async with self.db.transaction() as s:
-                run_id = (await s.execute(select(runs_t.c.id).where(runs_t.c.request_id == request_id))).scalar_one()
+                run_id = (await s.execute(select(runs_t.c.id).where(runs_t.c.request_id == idempotency_key(creator, request_id)))).scalar_one()
         self.wakeup.set()
         return run_id
 
@@ -433,6 +433,9 @@ class Scheduler:
     ) -> str:
         """Insert a run and its step rows in ``session`` (the caller's transaction)."""
         if request_id:
+            # Idempotency keys belong to their creator: another user's (or the platform's)
+            # key never returns, or blocks, someone else's run.
+            request_id = idempotency_key(creator, request_id)
             existing = (await session.execute(select(runs_t.c.id).where(runs_t.c.request_id == request_id))).scalar_one_or_none()
             if existing:
                 return existing
@@ -592,6 +595,12 @@ class Scheduler:
 
 # --------------------------------------------------------------------------- one run's driver
 
+
+
+def idempotency_key(creator: str, request_id: str) -> str:
+    """The stored form of a caller's request id: scoped to the creator, bounded in length."""
+    digest = hashlib.sha256(f"{creator}\x00{request_id}".encode()).hexdigest()
+    return f"{digest[:40]}:{request_id[:80]}"
 
 
 class _LazySteps(dict):

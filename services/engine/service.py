@@ -15,15 +15,16 @@ from google.protobuf import json_format
 from sqlalchemy import event, select
 
 from innominatus.engine import models
+from innominatus.engine.goldenpaths_service import STATE_KEY as GOLDEN_PATHS_STATE
 from innominatus.engine.goldenpaths_service import golden_path_descriptor, register_golden_paths, stop_golden_paths
 from innominatus.engine.operations import RunOperations, decorate
-from innominatus.engine.definition import bind_params
 from innominatus.engine.v1 import engine_pb2, engine_pb2_grpc
 from innominatus.engine.scheduler import Scheduler
 from innominatus.engine.workflows import WORKFLOWS, builtin_executors
 from innominatus.kit import context as reqctx
 from innominatus.kit import db
-from innominatus.kit.errors import InvalidArgument, NotFound
+from innominatus.kit.errors import InvalidArgument, NotFound, PermissionDenied
+from innominatus.kit.names import check_name
 from innominatus.kit.logs import get_logger
 from innominatus.kit.pagination import page_of
 from innominatus.kit.server import Runtime, ServiceDefinition
@@ -118,30 +119,41 @@ class EngineServicer(RunOperations, engine_pb2_grpc.EngineServiceServicer):
         self.scheduler = scheduler
 
     async def StartRun(self, request, context):
+        ctx = reqctx.current()
+        session = db.session()
+        creator = ctx.subject.actor if ctx and ctx.subject else ""
+        if request.workflow in WORKFLOWS:
+            # Built-in workflows take inputs prepared by a platform service (a deployment's
+            # validated workload), so only that service may start them.
+            if ctx is None or ctx.peer is None or ctx.peer.service != "specs":
+                raise PermissionDenied(
+                    f"the {request.workflow!r} workflow is started by the platform itself "
+                    "(e.g. `innominatus deploy`); start golden paths here (innominatus goldenpaths list)",
+                    reason="BUILTIN_WORKFLOW",
+                )
+            for value, field in ((request.application, "application"), (request.environment, "environment")):
+                check_name(value, field)
+            run_id = await self.scheduler.create_run(
+                session, WORKFLOWS[request.workflow], json_format.MessageToDict(request.inputs),
+                application=request.application, environment=request.environment, creator=creator,
+                request_id=request.request_id or None,
+            )
+            # Wake the scheduler once the run is committed, not before.
+            event.listen(session.sync_session, "after_commit", lambda _s: self.scheduler.wakeup.set(), once=True)
+            return engine_pb2.StartRunResponse(run=await load_run(session, run_id))
         definition = self.scheduler.find_workflow(request.workflow) if request.workflow else None
         if definition is None:
             raise InvalidArgument(
-                f"unknown workflow {request.workflow!r}: start one of the built-in workflows "
-                f"({', '.join(sorted(WORKFLOWS))}) or a golden path (innominatus goldenpaths list)",
+                f"unknown workflow {request.workflow!r}: start a golden path (innominatus goldenpaths list)",
                 reason="UNKNOWN_WORKFLOW",
             )
-        params = json_format.MessageToDict(request.inputs)
-        if request.workflow not in WORKFLOWS:
-            # Catalog workflows declare typed params: defaults and validation apply here too.
-            params = bind_params(definition, params)
-        session = db.session()
-        ctx = reqctx.current()
-        run_id = await self.scheduler.create_run(
-            session,
-            definition,
-            params,
-            application=request.application,
-            environment=request.environment,
-            creator=ctx.subject.actor if ctx and ctx.subject else "",
+        # Catalog workflows start exactly as RunGoldenPath starts them: typed params bound,
+        # an ephemeral environment's expiry recorded with the run.
+        run_id, _expires = await self.runtime.state[GOLDEN_PATHS_STATE].start_run(
+            session, self.scheduler, definition, json_format.MessageToDict(request.inputs),
+            application=request.application, environment=request.environment, creator=creator,
             request_id=request.request_id or None,
         )
-        # Wake the scheduler once the run is committed, not before.
-        event.listen(session.sync_session, "after_commit", lambda _s: self.scheduler.wakeup.set(), once=True)
         return engine_pb2.StartRunResponse(run=await load_run(session, run_id))
 
     async def GetRun(self, request, context):

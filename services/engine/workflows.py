@@ -88,12 +88,17 @@ async def render_manifest(ctx: DeployContext) -> dict:
 
 async def write_release(ctx: DeployContext) -> dict:
     rendered = ctx.outputs["render"]
-    target = ctx.data_dir / "releases" / ctx.environment / ctx.application / f"{ctx.inputs.get('workload', 'workload')}.yaml"
+    releases = (ctx.data_dir / "releases").resolve()
+    target = releases / ctx.environment / ctx.application / f"{ctx.inputs.get('workload', 'workload')}.yaml"
+    # Names were validated upstream; still, never write outside the releases directory.
+    if not target.resolve().is_relative_to(releases) or not all((ctx.environment, ctx.application)):
+        raise model.StepFailed(f"refusing to write a release outside {releases.name}/: {target}", kind="invalid_input",
+                         retryable=False)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".yaml.tmp")
     tmp.write_text(rendered["manifest"], encoding="utf-8")
     tmp.replace(target)
-    return {"path": str(target.relative_to(ctx.data_dir)), "sha256": rendered["sha256"]}
+    return {"path": str(target.relative_to(releases.parent)), "sha256": rendered["sha256"]}
 
 
 class FunctionExecutor:

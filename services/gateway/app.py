@@ -192,7 +192,7 @@ class GatewayMiddleware:
     @staticmethod
     def _client(scope: Scope, headers: Headers) -> str:
         client = scope.get("client")
-        return client_key(headers.get("authorization"), client[0] if client else None)
+        return client_key(headers.get("authorization"), client[0] if client else None, scope.get("path", ""))
 
 
 # --------------------------------------------------------------------------- the gateway

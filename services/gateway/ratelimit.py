@@ -73,8 +73,13 @@ def retry_after_seconds(wait: float) -> int:
     return max(1, math.ceil(wait))
 
 
-def client_key(authorization: str | None, client_host: str | None) -> str:
-    """Who a request counts against. The credential is hashed, never kept."""
-    if authorization:
+def client_key(authorization: str | None, client_host: str | None, path: str = "") -> str:
+    """Who a request counts against: the bearer credential (hashed, never kept), else the
+    client address. Logins always count against the address: a guesser could otherwise send
+    a new made-up Authorization header with every attempt and never be limited."""
+    if authorization and authorization[:7].lower() == "bearer " and not path.endswith(LOGIN_SUFFIX):
         return "auth:" + hashlib.sha256(authorization.encode("utf-8", "surrogateescape")).hexdigest()
     return "ip:" + (client_host or "unknown")
+
+
+LOGIN_SUFFIX = "/auth:login"

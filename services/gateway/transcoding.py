@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -401,7 +402,7 @@ def decode_json_body(raw: bytes) -> Any:
             metadata={"position": str(exc.start)},
         ) from None
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except json.JSONDecodeError as exc:
         raise RequestError(
             f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno} (char {exc.pos})",
@@ -416,6 +417,14 @@ def decode_json_body(raw: bytes) -> Any:
 
 def _reject_constant(name: str):
     raise ValueError(f"{name} is not allowed in JSON")
+
+
+def _finite_float(text: str) -> float:
+    # 1e400 parses to infinity, which no protobuf JSON field can carry back out.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text} is too large")
+    return value
 
 
 _UNKNOWN_FIELD = re.compile(r'has no field named "([^"]+)" at "([^"]+)"')

@@ -16,6 +16,8 @@ through untouched.
 
 from __future__ import annotations
 
+import hashlib
+import re
 import time
 import uuid
 from typing import Awaitable, Callable
@@ -32,6 +34,7 @@ from innominatus.kit.db import Database
 from innominatus.kit.errors import (
     InnominatusError,
     Internal,
+    InvalidArgument,
     PermissionDenied,
     PolicyDenied,
     PolicyUnavailable,
@@ -235,7 +238,33 @@ class AuthenticationInterceptor(_MethodInterceptor):
 
 
 def request_as_dict(request) -> dict:
-    return redact(json_format.MessageToDict(request, preserving_proto_field_name=True))
+    try:
+        return redact(json_format.MessageToDict(request, preserving_proto_field_name=True))
+    except json_format.SerializeToJsonError as exc:
+        # e.g. an infinite or NaN number in a Struct: nothing downstream could record it.
+        raise InvalidArgument(f"the request cannot be represented as JSON: {exc}", reason="INVALID_NUMBER") from None
+
+
+# Request text kept verbatim in an audit record at most; longer values (a whole Score file, a
+# script) are recorded by digest, since the chain is immutable and may not hold what they
+# embed.
+AUDIT_TEXT_LIMIT = 256
+_URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s]+@")
+
+
+def audit_details(value):
+    """The request as an audit record keeps it: secret-looking keys already redacted, long
+    texts replaced by their SHA-256, credentials in URLs masked."""
+    if isinstance(value, dict):
+        return {k: audit_details(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [audit_details(v) for v in value]
+    if isinstance(value, str):
+        if len(value) > AUDIT_TEXT_LIMIT:
+            digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+            return f"sha256:{digest} ({len(value.encode('utf-8', 'surrogatepass'))} bytes)"
+        return _URL_CREDENTIALS.sub(r"\1***@", value)
+    return value
 
 
 def describe_resource(info: MethodInfo, request_fields: dict) -> dict:
@@ -331,7 +360,7 @@ class AuditInterceptor(_MethodInterceptor):
             occur_time=timestamp_pb2.Timestamp(),
         )
         event.occur_time.GetCurrentTime()
-        event.details.update(fields)
+        event.details.update(audit_details(fields))
         return event
 
     async def around(self, info, request, context, proceed):

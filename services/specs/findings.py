@@ -32,6 +32,7 @@ CODES = {
     "SCORE-1016": "duplicate key in a YAML mapping",
     "SCORE-1017": "mapping key is not a string",
     "SCORE-1018": "too many values (after expanding aliases)",
+    "SCORE-1019": "number is infinite or not a number",
     "SCORE-1020": "deprecated list form of files or volumes, upgraded to the map form",
     "SCORE-1021": "list form of files or volumes names the same target twice",
     "SCORE-1022": "list form item of files or volumes without a target",

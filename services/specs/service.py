@@ -23,6 +23,7 @@ from innominatus.engine.v1 import engine_pb2, engine_pb2_grpc
 from innominatus.kit import context as reqctx
 from innominatus.kit import db
 from innominatus.kit.errors import FieldViolation, InvalidArgument, NotFound, from_rpc_error
+from innominatus.kit.names import check_name
 from innominatus.kit.pagination import page_size
 from innominatus.kit.server import Runtime, ServiceDefinition
 from innominatus.kit import times
@@ -59,14 +60,6 @@ def _deployment_proto(row) -> specs_pb2.Deployment:
     return d
 
 
-def _check_name(value: str, field: str) -> None:
-    if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", value):
-        raise InvalidArgument(
-            f"{field} {value!r} is not a valid name: use 1-63 lowercase letters, digits and '-'",
-            violations=[FieldViolation(field, "lowercase letters, digits and '-', at most 63 characters")],
-        )
-
-
 class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -83,7 +76,7 @@ class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
                 "environment is required (e.g. --env dev)",
                 violations=[FieldViolation("environment", "name the target environment")],
             )
-        _check_name(request.environment, "environment")
+        check_name(request.environment, "environment")
         result = validate_score(request.score_yaml)
         if not result.valid:
             errors = result.errors
@@ -97,7 +90,7 @@ class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
                 ],
             )
         application = request.application.removeprefix("applications/") or result.workload
-        _check_name(application, "application")
+        check_name(application, "application")
         session = db.session()
         ctx = reqctx.current()
         creator = ctx.subject.actor

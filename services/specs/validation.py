@@ -16,6 +16,7 @@ and column, and a hint saying how to fix it. The steps:
 from __future__ import annotations
 
 import difflib
+import math
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
@@ -312,6 +313,7 @@ def validate_score(text: str | bytes, path: str | None = None, source_dir: str |
         for e in errors:
             found = _schema_finding(e, locate)
             result.findings.extend(found if isinstance(found, list) else [found])
+    result.findings.extend(_non_finite_numbers(document, locate))
     if not result.errors:
         upgrades, moved = upgrade.upgrade(document, locate)
         result.findings.extend(upgrades)
@@ -321,6 +323,23 @@ def validate_score(text: str | bytes, path: str | None = None, source_dir: str |
     result.findings = _dedupe(result.findings)
     result.findings.sort(key=lambda f: (f.line, f.column, f.code))
     return result
+
+
+def _non_finite_numbers(document, locate) -> list[Finding]:
+    """`.inf`, `.nan` and numbers too large for a double are valid YAML but cannot travel as
+    JSON or protobuf values; refuse them where they are."""
+    out, stack = [], [((), document)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend(((*path, k), v) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend(((*path, i), v) for i, v in enumerate(value))
+        elif isinstance(value, float) and not math.isfinite(value):
+            line, col = locate(path)
+            out.append(Finding("SCORE-1019", ERROR, f"{_pointer(path) or 'the document'} is {value!r}, not a finite number",
+                               _pointer(path), line, col, "write a finite number, or quote it to make it a string"))
+    return out
 
 
 def _dedupe(findings: list[Finding]) -> list[Finding]:
