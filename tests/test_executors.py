@@ -483,6 +483,51 @@ async def test_git_bad_repositories(ctx, tmp_path):
     assert not (ctx.workdir / "pwned").exists()
 
 
+TOKEN = "ghp_S3cretT0kenValue42"
+
+
+async def test_git_never_logs_url_credentials(ctx):
+    """A token given as the URL's user name is a credential: not in log lines nor errors."""
+    with pytest.raises(StepFailed) as info:
+        await GitExecutor(default_timeout=30).run(ctx({"repository": f"https://{TOKEN}@127.0.0.1:1/x.git",
+                                                       "files": {"a": "b"}}))
+    assert info.value.kind == "git_remote" and info.value.retryable is True
+    assert "cloning https://***@127.0.0.1:1/x.git" in ctx.lines
+    assert TOKEN not in ctx.text and TOKEN not in info.value.message
+
+
+@pytest.mark.parametrize("repository,secrets", [
+    (f"https://{TOKEN}@git.example.test/org/repo.git", [TOKEN]),
+    (f"https://x-access-token:{TOKEN}@git.example.test/org/repo.git", [TOKEN, "x-access-token"]),
+    ("https://robot%40corp:p%40ss-w0rd@git.example.test/repo.git", ["robot@corp", "robot%40corp", "p@ss-w0rd",
+                                                                    "p%40ss-w0rd"]),
+])
+async def test_git_masks_url_credentials_in_what_git_prints(ctx, tmp_path, repository, secrets):
+    """Whatever git itself echoes (stdout, stderr: logged, kept, and in the failure) is masked."""
+    fake = tmp_path / "fake-git"
+    decoded = repository.replace("%40", "@")
+    fake.write_text(f"#!/bin/sh\necho \"fetching $*\"\necho \"fatal: cannot reach $* ({decoded})\" >&2\nexit 128\n")
+    fake.chmod(0o755)
+    with pytest.raises(StepFailed) as info:
+        await GitExecutor(git=str(fake)).run(ctx({"repository": repository, "files": {"a": "b"}}))
+    assert info.value.kind == "git_remote"
+    assert "fatal: cannot reach" in info.value.message and "***@git.example.test" in info.value.message
+    assert "cloning https://***@git.example.test/" in ctx.text and "[stderr] fatal: cannot reach" in ctx.text
+    for secret in secrets:
+        assert secret not in ctx.text and secret not in info.value.message, secret
+
+
+async def test_git_ssh_url_password_masked_and_userinfo_never_logged(ctx, tmp_path):
+    fake = tmp_path / "fake-git"
+    fake.write_text("#!/bin/sh\necho \"fatal: git says no: $*\" >&2\nexit 128\n")
+    fake.chmod(0o755)
+    with pytest.raises(StepFailed) as info:
+        await GitExecutor(git=str(fake)).run(ctx({"repository": "ssh://git:hunter2pw@git.example.test/repo.git",
+                                                   "files": {"a": "b"}}))
+    assert "cloning ssh://***@git.example.test/repo.git" in ctx.lines
+    assert "fatal: git says no" in info.value.message and "hunter2pw" not in info.value.message + ctx.text
+
+
 # -------------------------------------------------------------------------------------------- wait
 
 
@@ -600,6 +645,45 @@ async def test_ansible_failing_playbook_from_a_path(ctx):
     with pytest.raises(StepFailed) as info:
         await AnsibleExecutor().run(ctx({"playbook": "site.yml", "timeout": 240}))
     assert info.value.kind == "exit_code" and "deliberately broken" in ctx.text
+
+
+@needs_ansible
+async def test_ansible_never_templates_var_values(ctx, tmp_path):
+    """A param is data: `{{ lookup('pipe', ...) }}` in a var must reach the playbook literally."""
+    marker = tmp_path / "marker"
+    nested_marker = tmp_path / "nested-marker"
+    target = tmp_path / "out.txt"
+    payload = "{{ lookup('pipe', 'echo INJECTED') }}"
+    touch = "{{ lookup('pipe', 'touch %s') }}" % marker
+    playbook = [{
+        "hosts": "localhost",
+        "gather_facts": False,
+        "tasks": [
+            {"name": "print it", "debug": {"msg": "value=[{{ payload }}]"}},
+            {"name": "write it", "copy": {"content": "{{ payload }}|{{ touch }}", "dest": "{{ target }}"}},
+            {"name": "nested", "debug": {"msg": "nested=[{{ nested.entries[0] }}] block=[{{ nested.block }}]"}},
+            {"name": "types survive", "assert": {"that": [
+                "nested.count == 3", "nested.flag is sameas true", "nested.none is none", "nested.ratio == 2.5",
+                "nested.entries | length == 2", "nested.word == 'yes'", "nested.version == '1.10'",
+                "nested.empty == ''", "nested.day == '2024-01-01'", "plain == 'text'"]}},
+        ],
+    }]
+    variables = {
+        "payload": payload, "touch": touch, "target": str(target), "plain": "text",
+        "nested": {"entries": ["{{ lookup('pipe', 'touch %s') }}" % nested_marker, "{% raw %}x"], "count": 3,
+                   "flag": True, "none": None, "ratio": 2.5, "word": "yes", "version": "1.10", "empty": "",
+                   "day": "2024-01-01",
+                   "block": "{%% if lookup('pipe', 'touch %s') %%}{%% endif %%}" % nested_marker},
+    }
+    out = await AnsibleExecutor().run(ctx({"playbook": playbook, "vars": variables, "timeout": 240}))
+    assert out["exit_code"] == 0 and out["stats"]["failed"] == 0
+    assert target.read_text() == f"{payload}|{touch}"
+    assert f"value=[{payload}]" in ctx.text
+    assert "value=[INJECTED]" not in ctx.text
+    assert f"nested=[{variables['nested']['entries'][0]}] block=[{variables['nested']['block']}]" in ctx.text
+    assert not marker.exists() and not nested_marker.exists()
+    vars_file = ctx.workdir / ".innominatus-step-1" / "vars.yml"
+    assert oct(vars_file.stat().st_mode & 0o777) == "0o600"
 
 
 async def test_ansible_missing_binary(ctx, tmp_path):

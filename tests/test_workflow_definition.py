@@ -251,6 +251,15 @@ BAD = {
     "incomplete step reference": (
         "  steps:\n    - {id: a, type: shell}\n    - {id: b, type: shell, depends_on: [a], with: {x: '${steps.a.image}'}}\n",
         "WF-1207", 7, 56, "a step has only outputs and state", "steps.a.outputs.image"),
+    "placeholder in shell script": ('  params: {app: {type: string}}\n  steps:\n    - id: a\n      type: shell\n'
+                                    '      with: {script: "echo ${params.app}", env: {APP: "${params.app}"}}\n',
+                                    "WF-1209", 9, 22, "placeholder in its shell script",
+                                    'pass values to the script through `env:` and refer to them as "$NAME"'),
+    "placeholder in compensation script": (
+        '  params: {app: {type: string}}\n  steps:\n    - id: a\n      type: shell\n      on_failure:\n'
+        '        - id: undo\n          type: shell\n          with:\n            script: |\n'
+        '              echo undo\n              rm -rf "/srv/${params.app}"\n',
+        "WF-1209", 13, 21, "step 'undo' has a ${...} placeholder", "through `env:`"),
 }
 
 
@@ -331,6 +340,40 @@ def test_references_that_are_allowed():
         """))
     assert findings == [], findings
     assert wf.params[1] == ParamDef("cfg", {"type": "object", "required": ["a"], "properties": {"a": {"type": "string"}}})
+
+
+def test_shell_scripts_take_values_only_through_env():
+    ok = _wf("""\
+          params: {app: {type: string}}
+          steps:
+            - id: a
+              type: shell
+              with:
+                script: 'echo "deploying $APP" "$${HOME}" $1'
+                env: {APP: "${params.app}"}
+              on_failure:
+                - {id: undo, type: shell, with: {script: 'echo "undo $APP"', env: {APP: "${params.app}"}}}
+            - {id: b, type: http, depends_on: [a], with: {script: "${params.app}"}}
+        """)
+    wf, findings = load_workflow(ok)
+    assert findings == [], findings
+    assert wf.steps[0].with_["script"] == 'echo "deploying $APP" "$${HOME}" $1'
+
+    bad = _wf("""\
+          params: {app: {type: string}}
+          steps:
+            - id: a
+              type: shell
+              with: {script: 'echo "$APP" ${params.app}'}
+              on_failure:
+                - {id: undo, type: shell, with: {script: "echo ${steps.a.outputs.x}"}}
+        """)
+    wf, findings = load_workflow(bad)
+    assert wf is None
+    assert [(f.code, f.line, f.column, f.pointer) for f in findings] == [
+        ("WF-1209", 9, 22, "/spec/steps/0/with/script"),
+        ("WF-1209", 11, 50, "/spec/steps/0/on_failure/0/with/script"),
+    ], findings
 
 
 def test_compensation_cannot_read_later_siblings():

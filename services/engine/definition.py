@@ -33,6 +33,7 @@ from ruamel.yaml.scalarstring import (
     SingleQuotedScalarString,
 )
 
+from innominatus.engine.executors.shell import script_has_placeholder
 from innominatus.engine.expressions import WORKFLOW_FIELDS, ExpressionError, compile_expression
 from innominatus.engine.model import WORKFLOW_API_VERSION, ParamDef, RetryPolicy, StepDef, WorkflowDef
 from innominatus.kit.errors import FieldViolation, InvalidArgument
@@ -86,6 +87,7 @@ CODES = {
     "WF-1206": "unknown workflow field",
     "WF-1207": "incomplete step reference",
     "WF-1208": "placeholder in spec.variables (variables are constants)",
+    "WF-1209": "placeholder in a shell step's script (values go in through env)",
 }
 
 # Where keys from other workflow formats belong in ours.
@@ -667,6 +669,13 @@ class _Checker:
                 if key in step:
                     self.add("WF-1111", f"compensation step {sid!r} cannot have {key!r}", [*path, key], key=True,
                              hint="compensation steps run one after the other in the order written")
+        with_ = step.get("with")
+        if stype == "shell" and isinstance(with_, dict) and isinstance(with_.get("script"), str) \
+                and script_has_placeholder(with_["script"]):
+            # The script runs under /bin/sh -c: a spliced value would be shell code (injection).
+            self.add("WF-1209", f"step {sid!r} has a ${{...}} placeholder in its shell script; values spliced "
+                     "into a script become shell code", [*path, "with", "script"],
+                     'pass values to the script through `env:` and refer to them as "$NAME"')
         if "timeout" in step:
             self.check_duration([*path, "timeout"], step["timeout"], positive=True)
         for key in ("initial_interval", "max_interval"):

@@ -11,15 +11,18 @@
             tasks:
               - copy: {content: "{{ greeting }}", dest: "{{ target }}"}
         # playbook: site.yml           # ... or a path (relative to the work directory, or absolute)
-        vars: {greeting: hello, target: /srv/app/motd}   # written to vars.json, passed as -e @vars.json
+        vars: {greeting: hello, target: /srv/app/motd}   # written to vars.yml, passed as -e @vars.yml
         check: false                   # --check
         env: {}
         timeout: 1800
 
-Runs ``ansible-playbook -c local -i localhost, [-e @vars.json] [--check] PLAYBOOK`` in the
+Runs ``ansible-playbook -c local -i localhost, [-e @vars.yml] [--check] PLAYBOOK`` in the
 step's work directory with ansible's home, temp directories and retry files kept there, no
-colour, and the platform's Python as the target interpreter. Variables go through a JSON file,
-never through the command line. Outputs ``{exit_code, stdout, stderr, changed, stats}`` where
+colour, and the platform's Python as the target interpreter. Variables go through a YAML file,
+never through the command line, and every string in them (at any depth; mapping keys excepted)
+is tagged ``!unsafe``: Ansible never templates those values, so a param such as
+``{{ lookup('pipe', 'id') }}`` reaches the playbook as that literal text instead of running a
+command on the engine's host. Numbers, booleans and nulls keep their types. Outputs ``{exit_code, stdout, stderr, changed, stats}`` where
 ``stats`` is parsed from the PLAY RECAP (``{ok, changed, unreachable, failed, skipped, rescued,
 ignored}``). Non-zero exit -> kind "exit_code"; ``ansible-playbook`` not found ->
 StepFailed(kind="tool_missing", retryable=False): "ansible-playbook is not installed: pip
@@ -29,7 +32,6 @@ override if given, else on the platform's PATH and next to the running Python (a
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -37,6 +39,7 @@ from io import StringIO
 from pathlib import Path
 from typing import Any
 
+import yaml as pyyaml
 from ruamel.yaml import YAML
 
 from innominatus.engine.model import StepContext
@@ -47,6 +50,48 @@ from .tools import find_tool, tool_missing
 
 DEFAULT_TIMEOUT = 3600.0
 _RECAP = re.compile(r"^(\S+)\s*:\s*((?:\w+=\d+\s*)+)$")
+
+
+class _Unsafe(str):
+    """A string Ansible must not template: dumped with the ``!unsafe`` tag."""
+
+
+class _VarsDumper(pyyaml.SafeDumper):
+    pass
+
+
+_VarsDumper.add_representer(_Unsafe, lambda dumper, data: dumper.represent_scalar("!unsafe", str(data)))
+
+
+_RESOLVER = pyyaml.resolver.Resolver()  # the resolver Ansible's own YAML loader uses
+
+
+def _unsafe(value: Any) -> Any:
+    """``value`` with every string (recursively; mapping keys excepted) marked unsafe.
+
+    ansible-core >= 2.19 re-resolves the implicit type of an ``!unsafe`` scalar as if it were
+    plain (``!unsafe 'yes'`` loads as True, ``'1.10'`` as 1.1, ``''`` as None). A string that a
+    plain scalar would not read as a string is therefore written as an ordinary quoted string:
+    such a string ('yes', '1.10', '', '2024-01-01', ...) cannot hold template syntax, so it needs
+    no tag. Anything with a brace is always tagged, whatever that does to its type.
+    """
+    if isinstance(value, str):
+        if "{" not in value and _RESOLVER.resolve(pyyaml.ScalarNode, value, (True, False)) != "tag:yaml.org,2002:str":
+            return str(value)
+        return _Unsafe(value)
+    if isinstance(value, dict):
+        return {key: _unsafe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_unsafe(item) for item in value]
+    return value
+
+
+def unsafe_vars_yaml(variables: dict[str, Any]) -> str:
+    """The ``-e @file`` document for ``variables``: YAML whose strings are all ``!unsafe``, so
+    Ansible never evaluates ``{{ ... }}`` / ``{% ... %}`` from parameter values (a param is data,
+    never a template: a lookup in one would run commands on the engine's host)."""
+    return pyyaml.dump(_unsafe(variables), Dumper=_VarsDumper, default_flow_style=False, allow_unicode=True,
+                       sort_keys=False, width=float("inf"))
 
 
 def parse_recap(stdout: str) -> dict[str, int]:
@@ -149,10 +194,11 @@ class AnsibleExecutor:
 
         argv = [program, "-c", "local", "-i", "localhost,"]
         if variables:
-            vars_file = step_dir / "vars.json"
+            document = unsafe_vars_yaml(variables)
+            vars_file = step_dir / "vars.yml"
             fd = os.open(vars_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(variables, handle)
+                handle.write(document)
             argv += ["-e", f"@{vars_file}"]
         if check:
             argv.append("--check")

@@ -29,7 +29,10 @@ Failures: clone/fetch errors -> kind "git_remote" (retryable); a rejected push (
 between) -> kind "push_rejected" (retryable: the retry fetches and re-applies); bad inputs ->
 kind "invalid_input". Pushing to a non-bare repository's checked-out branch is refused by git:
 use a bare repository. Hooks and commit signing are disabled; the user's and the system's git
-configuration are ignored; credentials in an https URL are masked in logs.
+configuration are ignored. Credentials in a URL are never logged: log lines show the URL with its
+user information replaced by ``***`` (``https://***@github.com/org/repo.git``), and the user name
+of an http(s) URL (often a token: ``https://ghp_xxx@github.com/...``) as well as any URL password
+are masked in git's captured output and in every failure message.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import os
 import re
 from pathlib import Path, PurePosixPath
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from innominatus.engine.model import StepContext, StepFailed
 
@@ -47,6 +50,37 @@ from ._process import Redactor, base_env, ensure_workdir, inside, invalid, run_p
 DEFAULT_TIMEOUT = 600.0
 ALLOWED_PROTOCOLS = "file:git:http:https:ssh"
 _BRANCH = re.compile(r"^(?!-)(?!.*\.\.)(?!.*//)(?!/)(?!.*/$)(?!.*\.lock$)[A-Za-z0-9._/-]+$")
+
+
+# Schemes whose URL user name can be a credential (a token given as the user): masked like a password.
+_USER_IS_SECRET = ("http", "https")
+
+
+def display_url(url: str) -> str:
+    """``url`` safe to log: any user information (``user``, ``user:password``) becomes ``***``."""
+    parts = urlsplit(url)
+    if not parts.scheme or "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]))
+
+
+def url_secrets(url: str) -> list[str]:
+    """The credentials in ``url`` to mask wherever output is logged or kept: the password, and for
+    http(s) the user name and the whole user information too, both as written and percent-decoded
+    (git prints either)."""
+    parts = urlsplit(url)
+    if not parts.scheme or "@" not in parts.netloc:
+        return []
+    userinfo = parts.netloc.rpartition("@")[0]
+    user, has_password, password = userinfo.partition(":")
+    found: list[str] = []
+    if has_password and password:
+        found.append(password)
+    if parts.scheme.lower() in _USER_IS_SECRET:
+        found += [userinfo, user]
+    elif has_password and password:
+        found.append(userinfo)
+    return [x for secret in found for x in {secret, unquote(secret)} if x]
 
 
 class GitExecutor:
@@ -129,7 +163,7 @@ class GitExecutor:
         else:
             if clone.exists() and any(clone.iterdir()):
                 raise invalid(f"git: {clone.relative_to(root)} exists in the work directory and is not a clone")
-            await ctx.log(f"cloning {redact(repository)}")
+            await ctx.log(f"cloning {redact(display_url(repository))}")
             await git("clone", "--no-tags", "--origin", "origin", "--", repository, str(clone), cwd=root,
                       kind="git_remote", retryable=True)
 
@@ -212,7 +246,7 @@ class GitExecutor:
         if parts.scheme and len(parts.scheme) > 1:  # a one-letter "scheme" would be a Windows drive
             if parts.scheme not in ALLOWED_PROTOCOLS.split(":"):
                 raise invalid(f"git: protocol {parts.scheme!r} is not allowed (use {ALLOWED_PROTOCOLS.replace(':', ', ')})")
-            return value, [parts.password] if parts.password else []
+            return value, url_secrets(value)
         if re.match(r"^[\w.-]+@[\w.-]+:", value):  # scp-like ssh: git@host:org/repo.git
             return value, []
         path = Path(value) if os.path.isabs(value) else (root / value)
