@@ -115,7 +115,7 @@ def test_default_registry_has_every_builtin():
     }
     assert registry.types() == sorted(registry.types())
     assert registry.get("shell").type == "shell"
-    assert registry.is_placeholder("workflow") and registry.is_placeholder("resource")
+    assert registry.is_placeholder("workflow") and not registry.is_placeholder("resource")
     assert not registry.is_placeholder("shell")
     assert "workflow" not in default_registry(placeholders=False)
 
@@ -152,7 +152,7 @@ def test_register_refuses_duplicates_unless_replacing():
         ExecutorRegistry().register(object())
 
 
-@pytest.mark.parametrize("type_", ["workflow", "resource"])
+@pytest.mark.parametrize("type_", ["workflow"])
 async def test_placeholders_fail_not_wired(ctx, type_):
     with pytest.raises(StepFailed) as info:
         await default_registry().get(type_).run(ctx({}))

@@ -12,6 +12,7 @@ from innominatus.gateway.openapi import build_openapi
 from innominatus.gateway.transcoding import build_routes
 
 MODULES = [f"innominatus.{s}.v1.{s}_pb2" for s in ("specs", "engine", "resources", "identity", "audit")] + [
+    "innominatus.resources.v1.definitions_pb2",
     "innominatus.engine.v1.golden_paths_pb2"
 ]
 

@@ -321,12 +321,24 @@ async def test_deploy_app_to_production_waits_for_an_approval(engine, tmp_path):
     assert "apps/shop/production/deployment.yaml" in files_on(repo)
 
 
-async def test_db_lifecycle_resource_steps_are_not_wired_yet(engine):
-    _r, run = await engine.run("db-lifecycle", app="shop", action="create")
+async def test_db_lifecycle_needs_the_resources_service_and_gates_deletes(engine):
+    # This engine runs without a resources service: the provisioning step says so clearly.
+    _r, run = await engine.run("db-lifecycle", resource="resources/abc123", action="create")
     assert run.state == "FAILED"
     steps = await engine.steps(run.id)
-    assert steps["create"].error_kind == "not_wired"
-    assert steps["backup"].state == "SKIPPED" and steps["delete"].state in ("SKIPPED", "CANCELLED")
+    assert steps["create"].error_kind in ("not_wired", "unavailable"), steps["create"].error
+    assert steps["delete"].state in ("SKIPPED", "CANCELLED")
+    # A delete waits for an approval before anything is deprovisioned.
+    response = await engine.call("RunGoldenPath", golden_paths_pb2.RunGoldenPathRequest(
+        name="goldenPaths/db-lifecycle", params={"resource": "resources/abc123", "action": "delete"}))
+    run_id = response.run.name.removeprefix("runs/")
+    for _ in range(200):
+        steps = await engine.steps(run_id)
+        if steps["approve-delete"].state == "WAITING_APPROVAL":
+            break
+        await asyncio.sleep(0.05)
+    assert steps["approve-delete"].state == "WAITING_APPROVAL"
+    assert steps["delete"].state == "PENDING"
 
 
 # -- ephemeral environments -------------------------------------------------------------------

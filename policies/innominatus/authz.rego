@@ -62,6 +62,11 @@ role_permissions := {
 		"goldenpaths.run",
 		"goldenpaths.publish",
 		"resources.claim",
+		"resources.provision",
+		"resources.deprovision",
+		"resources.check",
+		"resources.reveal",
+		"resourcedefinitions.write",
 	},
 	"platform-engineer": {
 		"teams.update",
@@ -77,6 +82,11 @@ role_permissions := {
 		"goldenpaths.run",
 		"goldenpaths.publish",
 		"resources.claim",
+		"resources.provision",
+		"resources.deprovision",
+		"resources.check",
+		"resources.reveal",
+		"resourcedefinitions.write",
 	},
 	"developer": {
 		"deployments.create",
@@ -114,6 +124,14 @@ known_permissions := {
 	"goldenpaths.run",
 	"goldenpaths.publish",
 	"resources.claim",
+	# Resource instances: provisioning and deprovisioning (the engine's `resource` steps),
+	# health/drift checks, and revealing secret outputs in plaintext (--reveal).
+	"resources.provision",
+	"resources.deprovision",
+	"resources.check",
+	"resources.reveal",
+	# Creating, updating and deleting resource definitions (how resources are provisioned).
+	"resourcedefinitions.write",
 	"audit.append",
 }
 
@@ -125,6 +143,10 @@ audit_writer_services := {"specs", "engine", "resources", "identity", "audit"}
 # a user's request arrives through peer "specs" with one of these permissions, it
 # is allowed for every role that may create deployments.
 specs_delegated_permissions := {"resources.claim", "runs.start"}
+
+# Permissions platform services exercise on their own behalf (subject `services/<peer>`):
+# the engine runs the `resource` steps of workflows and checks resources.
+service_permissions := {"engine": {"resources.provision", "resources.deprovision", "resources.check"}}
 
 # ---------------------------------------------------------------------------
 # Decision (the only document the platform reads)
@@ -219,6 +241,12 @@ grants contains "specs delegation" if {
 	role in deploy_roles
 }
 
+grants contains sprintf("service \"%s\"", [peer_service]) if {
+	subject_type == "service"
+	permission in service_permissions[peer_service]
+	subject.name == sprintf("services/%s", [peer_service])
+}
+
 grants contains "audit writer" if {
 	subject_type == "service"
 	permission == "audit.append"
@@ -292,4 +320,5 @@ refusals contains sprintf("service \"%s\" is not granted \"%s\"; services may on
 	subject_type == "service"
 	permission != ""
 	permission != "audit.append"
+	not permission in object.get(service_permissions, peer_service, set())
 }

@@ -99,6 +99,7 @@ test_platform_engineer_grants if {
 	every p in {
 		"teams.update", "apikeys.create", "apikeys.revoke", "deployments.create", "runs.start", "resources.claim",
 		"runs.cancel", "runs.retry", "runs.pause", "runs.resume", "runs.approve", "goldenpaths.run", "goldenpaths.publish",
+		"resourcedefinitions.write",
 	} {
 		allowed(req(user("pat", ["platform-engineer"]), "gateway", p))
 	}
@@ -127,7 +128,7 @@ test_developer_grants if {
 }
 
 test_developer_denials if {
-	every p in {"users.create", "teams.create", "teams.update", "runs.approve", "goldenpaths.publish"} {
+	every p in {"users.create", "teams.create", "teams.update", "runs.approve", "goldenpaths.publish", "resourcedefinitions.write"} {
 		denied_with(
 			req(user("alice", ["developer"]), "gateway", p),
 			sprintf(`role "developer" of user "alice" does not grant "%s"`, [p]),
@@ -321,8 +322,66 @@ test_golden_paths_by_role if {
 	denied(run_req(user("bob", ["viewer"]), "goldenpaths.run"))
 }
 
+test_resource_definitions_by_role if {
+	allowed(req(user("root", ["admin"]), "gateway", "resourcedefinitions.write"))
+	allowed(req(user("pat", ["platform-engineer"]), "gateway", "resourcedefinitions.write"))
+	denied_with(
+		req(user("alice", ["developer"]), "gateway", "resourcedefinitions.write"),
+		`role "developer" of user "alice" does not grant "resourcedefinitions.write"`,
+	)
+	denied_with(
+		req(user("bob", ["viewer"]), "gateway", "resourcedefinitions.write"),
+		`role "viewer" of user "bob" does not grant "resourcedefinitions.write"`,
+	)
+	denied(req(service("resources"), "resources", "resourcedefinitions.write"))
+}
+
 test_services_may_not_operate_runs if {
 	every p in {"runs.cancel", "runs.approve"} {
 		denied(json.patch(run_req(service("specs"), p), [{"op": "replace", "path": "/peer", "value": peer("specs")}]))
 	}
+}
+
+# -- resource instances (provision / deprovision / check / reveal) -----------------
+
+test_engine_service_provisions_deprovisions_checks if {
+	every p in {"resources.provision", "resources.deprovision", "resources.check"} {
+		allowed(req(service("engine"), "engine", p))
+	}
+}
+
+test_engine_service_may_not_reveal if {
+	denied_with(
+		req(service("engine"), "engine", "resources.reveal"),
+		`service "services/engine" is not granted "resources.reveal"; services may only call "audit.append"`,
+	)
+}
+
+test_other_service_may_not_provision if {
+	denied_with(
+		req(service("specs"), "specs", "resources.provision"),
+		`service "services/specs" is not granted "resources.provision"; services may only call "audit.append"`,
+	)
+}
+
+test_engine_subject_through_other_peer_denied if {
+	denied_with(
+		req(service("engine"), "gateway", "resources.provision"),
+		`subject "services/engine" does not match peer service "gateway" (expected "services/gateway")`,
+	)
+}
+
+test_admin_and_platform_engineer_reveal_and_check if {
+	every role in {"admin", "platform-engineer"} {
+		every p in {"resources.reveal", "resources.check", "resources.provision", "resources.deprovision"} {
+			allowed(req(user("dana", [role]), "gateway", p))
+		}
+	}
+}
+
+test_developer_may_not_reveal if {
+	denied_with(
+		req(user("alice", ["developer"]), "gateway", "resources.reveal"),
+		`role "developer" of user "alice" does not grant "resources.reveal"`,
+	)
 }

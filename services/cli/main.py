@@ -295,6 +295,25 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("id", metavar="ID", help="key id (`apikeys/ID` or `ID`)")
     p.set_defaults(func=cmd_apikeys_revoke)
 
+    # provisioners and resource definitions (docs/provisioners.md)
+    provs = _group(sub, "provisioners", "provisioners resource definitions can use")
+    p = _leaf(provs, "list", "list the built-in drivers and the provisioner kinds")
+    p.set_defaults(func=cmd_provisioners_list)
+    res = _group(sub, "resources", "resources and how they are provisioned")
+    defs = _group(res, "definitions", "resource definitions: which provisioner makes which resource")
+    p = _leaf(defs, "list", "list the definitions in effect (built-in defaults included)")
+    p.add_argument("--type", help="only definitions of this resource type")
+    p.set_defaults(func=cmd_resource_definitions, verb="list")
+    p = _leaf(defs, "get", "show a resource definition")
+    p.add_argument("name", metavar="NAME", help="definition (`resourceDefinitions/NAME` or `NAME`)")
+    p.set_defaults(func=cmd_resource_definitions, verb="get")
+    p = _leaf(defs, "create", "create a resource definition from a YAML or JSON file")
+    p.add_argument("-f", "--file", required=True, help="the definition (`-` for stdin)")
+    p.set_defaults(func=cmd_resource_definitions, verb="create")
+    p = _leaf(defs, "delete", "delete a resource definition")
+    p.add_argument("name", metavar="NAME", help="definition (`resourceDefinitions/NAME` or `NAME`)")
+    p.set_defaults(func=cmd_resource_definitions, verb="delete")
+
     # audit
     audit = _group(sub, "audit", "the tamper-evident audit chain")
     p = _leaf(audit, "list", "list audit records")
@@ -1442,6 +1461,62 @@ def cmd_audit_export(args: argparse.Namespace) -> int:
             return EXIT_OK
         records = list(stream)
     output.emit(records, fmt, lambda: print_table(records, AUDIT_COLUMNS, empty="No audit records found."))
+    return EXIT_OK
+
+
+# -- provisioners and resource definitions ---------------------------------------------------
+
+RESOURCE_DEFINITION_COLUMNS: list[output.Column] = [
+    ("NAME", lambda d: short(d.get("name"))),
+    ("VERSION", lambda d: "builtin" if d.get("builtin") else d.get("version")),
+    ("TYPE", lambda d: d.get("type")),
+    ("CLASS", lambda d: d.get("class") or "*"),
+    ("CRITERIA", lambda d: ",".join(f"{k}={v}" for k, v in sorted((d.get("criteria") or {}).items())) or "*"),
+    ("PROVISIONER", lambda d: "/".join(filter(None, [(d.get("provisioner") or {}).get("kind"),
+                                                    (d.get("provisioner") or {}).get("driver")]))),
+]
+
+
+def cmd_provisioners_list(args: argparse.Namespace) -> int:
+    with _client() as client:
+        response = client.get("/api/v1/resourceDefinitions:provisioners")
+
+    def table() -> None:
+        print_table(response.get("drivers") or [], [("DRIVER", lambda d: d.get("name")),
+                                                    ("TYPES", lambda d: ",".join(d.get("types") or [])),
+                                                    ("DESCRIPTION", lambda d: d.get("description"))])
+        print()
+        print_table(response.get("kinds") or [], [("KIND", lambda k: k.get("kind")),
+                                                  ("DESCRIPTION", lambda k: k.get("description"))])
+
+    output.emit(response, _fmt(args), table)
+    return EXIT_OK
+
+
+def cmd_resource_definitions(args: argparse.Namespace) -> int:
+    import yaml
+
+    name = f"resourceDefinitions/{args.name.removeprefix('resourceDefinitions/')}" if getattr(args, "name", None) else ""
+    with _client() as client:
+        if args.verb == "list":
+            response = client.get("/api/v1/resourceDefinitions", {"type": args.type or None, "pageSize": 1000})
+            output.emit(response, _fmt(args), lambda: print_table(
+                response.get("resourceDefinitions") or [], RESOURCE_DEFINITION_COLUMNS, empty="No resource definitions."))
+        elif args.verb == "get":
+            response = client.get(f"/api/v1/{name}")
+            output.emit(response, _fmt(args, "yaml"))
+        elif args.verb == "create":
+            body = yaml.safe_load(_read_text(args.file))
+            if not isinstance(body, dict):
+                print(f"error: {args.file} must hold one resource definition (a mapping)", file=sys.stderr)
+                return EXIT_USAGE
+            response = client.post("/api/v1/resourceDefinitions", body)
+            created = response.get("resourceDefinition") or {}
+            output.emit(response, _fmt(args), lambda: print(
+                f"created {created.get('name')} (version {created.get('version')})"))
+        else:
+            client.request("DELETE", f"/api/v1/{name}")
+            print(f"deleted {name}")
     return EXIT_OK
 
 

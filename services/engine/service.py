@@ -29,6 +29,7 @@ from innominatus.kit.logs import get_logger
 from innominatus.kit.pagination import page_of
 from innominatus.kit.server import Runtime, ServiceDefinition
 from innominatus.kit import times
+from innominatus.engine.executors.resource import resources_stub
 
 log = get_logger(__name__)
 
@@ -190,7 +191,7 @@ def definition() -> ServiceDefinition:
             workflows=WORKFLOWS,
             workdir=runtime.settings.data_dir / "engine" / "work",
             # `policy` steps ask the same policy engine that gates this service's RPCs.
-            services={"policy": runtime.policy_engine},
+            services={"policy": runtime.policy_engine, "resources": resources_stub(runtime.peers)},
         )
         runtime.state["scheduler"] = scheduler
         engine_pb2_grpc.add_EngineServiceServicer_to_server(EngineServicer(runtime, scheduler), server)

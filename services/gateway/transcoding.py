@@ -40,7 +40,7 @@ BACKENDS = ("specs", "engine", "resources", "identity", "audit")
 _MODULES: dict[str, tuple[str, ...]] = {
     "specs": ("innominatus.specs.v1.specs_pb2",),
     "engine": ("innominatus.engine.v1.engine_pb2", "innominatus.engine.v1.golden_paths_pb2"),
-    "resources": ("innominatus.resources.v1.resources_pb2",),
+    "resources": ("innominatus.resources.v1.resources_pb2", "innominatus.resources.v1.definitions_pb2"),
     "identity": ("innominatus.identity.v1.identity_pb2",),
     "audit": ("innominatus.audit.v1.audit_pb2",),
 }

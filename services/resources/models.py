@@ -10,6 +10,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Table,
+    Text,
     UniqueConstraint,
     func,
 )
@@ -33,7 +34,47 @@ resources = Table(
     Column("state", String(32), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # Lifecycle (innominatus.resources.lifecycle): why the instance is in its state, what the
+    # last successful provision produced (non-secret outputs, secret *references* only, the
+    # driver's own bookkeeping, which holds no secrets), and which definition made it.
+    Column("state_reason", Text, nullable=False, default=""),
+    Column("outputs", JSON, nullable=False, default=dict),
+    Column("secret_refs", JSON, nullable=False, default=dict),
+    Column("driver_state", JSON, nullable=False, default=dict),
+    Column("definition", String(256), nullable=False, default=""),
+    # Hash of (definition, type, class, params) of the last successful provision: an active
+    # instance whose claim did not change is not provisioned again unless forced.
+    Column("applied_hash", String(64), nullable=False, default=""),
+    # "<type>.<class>#<id>" for shared resources (a claim with an id); NULL otherwise.
+    Column("shared_key", String(512), nullable=True),
     UniqueConstraint("application", "environment", "workload", "ref", name="uq_resources_claim"),
+    UniqueConstraint("environment", "shared_key", name="uq_resources_shared"),
+)
+
+# Which workload claims which instance under which name. A shared instance has several rows.
+resource_claims = Table(
+    "resource_claims",
+    metadata,
+    Column("application", String(128), nullable=False),
+    Column("environment", String(128), nullable=False),
+    Column("workload", String(128), nullable=False),
+    Column("ref", String(128), nullable=False),
+    Column("resource_id", String(64), nullable=False, index=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("application", "environment", "workload", "ref", name="pk_resource_claims"),
+)
+
+# Every state change of an instance, written in the same transaction as the change.
+resource_transitions = Table(
+    "resource_transitions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("resource_id", String(64), nullable=False, index=True),
+    Column("from_state", String(32), nullable=False),
+    Column("to_state", String(32), nullable=False),
+    Column("reason", Text, nullable=False, default=""),
+    Column("actor", String(256), nullable=False, default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
 # Envelope-encrypted secret store of the embedded default (innominatus.resources.secrets).

@@ -1,109 +1,692 @@
-"""The resources service: what each workload needs, and (later) its lifecycle.
+"""The resources service: what each workload needs, and each resource instance's lifecycle.
 
-In this slice it records the resources a deployment claims; provisioning comes with the
-resource lifecycle work.
+- ``ClaimResources`` records what a deployment's workloads claim. Claims with the same type,
+  class and (non-empty) id in one environment are ONE shared instance (``shared_key``), referenced
+  by every claiming workload (table ``resource_claims``).
+- ``ProvisionResource`` / ``DeprovisionResource`` are called by the engine's ``resource`` step
+  (so provisioning retries, resumes and shows in the run's DAG): they match the instance's
+  resource definition, run its provisioner and walk the state machine of
+  :mod:`innominatus.resources.lifecycle`, committing each state as it is reached.
+- ``CheckResource`` runs the provisioner's health check and drift detection now.
+- Secret outputs go to the secret store (:mod:`innominatus.resources.secrets`); rows and answers
+  hold ``secret://`` references only. ``RevealResourceSecrets`` is the one RPC returning values.
+
+See docs/resources.md.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import hashlib
+import importlib
+import json
+import re
 import uuid
+import weakref
+from contextlib import asynccontextmanager
+from typing import Any
 
 from google.protobuf import json_format
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
+from innominatus.kit import context as reqctx
 from innominatus.kit import db
-from innominatus.kit.errors import InvalidArgument, NotFound
+from innominatus.kit.errors import FailedPrecondition, InnominatusError, Internal, InvalidArgument, NotFound, Unavailable
+from innominatus.kit.logs import get_logger
 from innominatus.kit.pagination import page_of
 from innominatus.kit.server import Runtime, ServiceDefinition
 from innominatus.kit.times import set_time
-from innominatus.resources import models
+from innominatus.resources import lifecycle, models
 from innominatus.resources.v1 import resources_pb2, resources_pb2_grpc
 
-STATE_REQUESTED = "REQUESTED"
+log = get_logger("innominatus.resources.service")
+
+STATE_REQUESTED = lifecycle.REQUESTED
+LOCK_TIMEOUT_SECONDS = 300
+_SEGMENT = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
-def _to_proto(row) -> resources_pb2.Resource:
+def _definitions():
+    """The resource definitions module (imported lazily: a seam for tests and partial installs)."""
+    from innominatus.resources import definitions  # noqa: PLC0415
+
+    return definitions
+
+
+def _store_error(exc: BaseException) -> str:
+    """A secret store failure in words: the store's own errors and configuration errors never
+    carry a value (innominatus.resources.secrets); anything else only by its type."""
+    from innominatus.resources.secrets import SecretStoreError  # noqa: PLC0415
+
+    if isinstance(exc, SecretStoreError) or (isinstance(exc, ValueError) and str(exc).startswith("configuration error")):
+        return " ".join(str(exc).split())[:500]
+    return type(exc).__name__
+
+
+def _entry_point(name: str):
+    """``run_provisioner`` / ``run_deprovisioner`` of the definitions work (definitions or
+    provisioners module), ``None`` when neither has it (then the built-in driver is called)."""
+    for module in ("definitions", "provisioners"):
+        try:
+            found = getattr(importlib.import_module(f"innominatus.resources.{module}"), name, None)
+        except ImportError:
+            found = None
+        if found is not None:
+            return found
+    return None
+
+
+def _actor() -> str:
+    ctx = reqctx.current()
+    return ctx.subject.actor if ctx is not None and ctx.subject is not None else "system"
+
+
+def _resource_id(name: str) -> str:
+    rid = (name or "").removeprefix("resources/")
+    if not rid or "/" in rid:
+        raise InvalidArgument(f"resource name {name!r} is not of the form resources/{{id}}", reason="INVALID_RESOURCE_NAME")
+    return rid
+
+
+def shared_key(type_: str, class_: str, shared_id: str) -> str:
+    return f"{type_}.{class_ or 'default'}#{shared_id}"
+
+
+def provider_id(row) -> str:
+    """The id the provisioner derives names from (database, ACL user, hostname)."""
+    if row.shared_key:
+        return f"{row.environment}-{row.shared_id}"
+    parts = [row.application, row.environment]
+    if row.workload and row.workload != row.application:
+        parts.append(row.workload)
+    parts.append(row.ref)
+    return "-".join(parts)
+
+
+def secret_path(row) -> str:
+    """Where the instance's secret outputs live in the secret store."""
+    seg = lambda text: _SEGMENT.sub("-", str(text)).strip(".") or "_"  # noqa: E731
+    if row.shared_key:
+        return f"shared/{seg(row.environment)}/{seg(row.shared_id)}"
+    name = row.ref if not row.workload or row.workload == row.application else f"{row.workload}-{row.ref}"
+    return f"apps/{seg(row.application)}/{seg(row.environment)}/{seg(name)}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Provisioners of a definition
+
+
+@dataclasses.dataclass
+class _Provisioner:
+    """What ProvisionResource needs from a matched resource definition."""
+
+    definition: Any
+    ref: str  # "name@version"
+
+    @property
+    def spec(self) -> dict:
+        return dict(getattr(self.definition, "provisioner", None) or {})
+
+    def driver(self):
+        if self.spec.get("kind", "driver") != "driver":
+            return None
+        from innominatus.resources.drivers import get_driver  # noqa: PLC0415
+
+        return get_driver(self.spec.get("driver") or self.definition.type)
+
+    def context(self, ctx):
+        config = self.spec.get("config")
+        return dataclasses.replace(ctx, config=dict(config)) if isinstance(config, dict) else ctx
+
+    async def provision(self, ctx):
+        run = _entry_point("run_provisioner")
+        if run is not None:
+            return await run(self.definition, ctx)
+        return await self.driver().provision(self.context(ctx))
+
+    async def deprovision(self, ctx, state):
+        run = _entry_point("run_deprovisioner")
+        if run is not None:
+            return await run(self.definition, ctx, state)
+        return await self.driver().deprovision(self.context(ctx), state)
+
+    async def health(self, ctx, state, secrets):
+        from innominatus.resources.drivers import Health  # noqa: PLC0415
+
+        driver = self.driver()
+        if driver is None:
+            return Health(True, f"{self.spec.get('kind')} provisioners have no health check")
+        return await driver.health(self.context(ctx), state, secrets)
+
+    async def drift(self, ctx, state):
+        from innominatus.resources.drivers import Drift  # noqa: PLC0415
+
+        driver = self.driver()
+        if driver is None:
+            return Drift(True, "")
+        return await driver.drift(self.context(ctx), state)
+
+
+def _applied_hash(provisioner: _Provisioner, row) -> str:
+    body = json.dumps(
+        {"definition": provisioner.ref, "type": row.type, "class": row._mapping["class"], "params": row.params or {}},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Proto
+
+
+def _state_enum(state: str) -> int:
+    return resources_pb2.ResourceState.Value(f"RESOURCE_STATE_{state}") if state else 0
+
+
+def _to_proto(row, claims: list | None = None, transitions: list | None = None) -> resources_pb2.Resource:
+    m = row._mapping
     resource = resources_pb2.Resource(
         name=f"resources/{row.id}",
         application=row.application,
         environment=row.environment,
         workload=row.workload,
-        claim=resources_pb2.ResourceClaim(ref=row.ref, type=row.type, id=row.shared_id, **{"class": row._mapping["class"]}),
-        state=resources_pb2.ResourceState.Value(f"RESOURCE_STATE_{row.state}"),
+        claim=resources_pb2.ResourceClaim(ref=row.ref, type=row.type, id=row.shared_id, **{"class": m["class"]}),
+        state=_state_enum(row.state),
+        status_reason=m.get("state_reason") or "",
+        definition=m.get("definition") or "",
+        shared_key=m.get("shared_key") or "",
     )
     resource.claim.params.update(row.params or {})
+    resource.outputs.update(m.get("outputs") or {})
+    for key, ref in sorted((m.get("secret_refs") or {}).items()):
+        resource.secret_refs[key] = ref
+    workloads = sorted({f"{c.application}/{c.workload}" for c in (claims or [])})
+    resource.workloads.extend(workloads or [f"{row.application}/{row.workload}"])
+    for t in transitions or []:
+        item = resource.transitions.add(reason=t.reason or "", actor=t.actor or "")
+        setattr(item, "from", _state_enum(t.from_state))
+        item.to = _state_enum(t.to_state)
+        set_time(item.time, t.created_at)
     set_time(resource.create_time, row.created_at)
     set_time(resource.update_time, row.updated_at)
     return resource
 
 
+async def _claims_of(session, ids: list[str]) -> dict[str, list]:
+    if not ids:
+        return {}
+    table = models.resource_claims
+    rows = (await session.execute(select(table).where(table.c.resource_id.in_(ids)))).all()
+    out: dict[str, list] = {i: [] for i in ids}
+    for r in rows:
+        out[r.resource_id].append(r)
+    return out
+
+
+async def _protos(session, rows) -> list[resources_pb2.Resource]:
+    ids = [r.id for r in rows]
+    claims = await _claims_of(session, ids)
+    history = await lifecycle.history(session, ids)
+    return [_to_proto(r, claims.get(r.id), history.get(r.id)) for r in rows]
+
+
 class ResourcesServicer(resources_pb2_grpc.ResourcesServiceServicer):
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        self._store = None
+        self._local_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    # -- helpers --------------------------------------------------------------------------
+
+    @property
+    def store(self):
+        if self._store is None:
+            from innominatus.resources.secrets import make_secret_store  # noqa: PLC0415
+
+            self._store = make_secret_store(self.runtime.settings, db=self.runtime.db)
+        return self._store
+
+    @asynccontextmanager
+    async def _instance_lock(self, rid: str):
+        """One provision / deprovision of an instance at a time, across processes on PostgreSQL."""
+        database = self.runtime.db
+        if database is not None and database.is_postgres:
+            key = f"innominatus:resource:{rid}"
+            async with database.engine.connect() as conn:
+                try:
+                    await conn.execute(text(f"SET lock_timeout = '{LOCK_TIMEOUT_SECONDS}s'"))
+                    await conn.execute(text("SELECT pg_advisory_lock(hashtext(:k))"), {"k": key})
+                except Exception:
+                    raise Unavailable(
+                        f"resources/{rid} is being changed by another call; try again", reason="RESOURCE_BUSY"
+                    ) from None
+                try:
+                    yield
+                finally:
+                    try:
+                        await conn.execute(text("SELECT pg_advisory_unlock(hashtext(:k))"), {"k": key})
+                        await conn.commit()
+                    except Exception:  # noqa: BLE001 - closing the connection releases it too
+                        await conn.invalidate()
+        else:
+            lock = self._local_locks.get(rid)
+            if lock is None:
+                lock = self._local_locks[rid] = asyncio.Lock()
+            async with lock:
+                yield
+
+    async def _row(self, rid: str):
+        async with self.runtime.db.transaction() as session:
+            row = (await session.execute(select(models.resources).where(models.resources.c.id == rid))).one_or_none()
+        if row is None:
+            raise NotFound(f"resource 'resources/{rid}' not found", reason="RESOURCE_NOT_FOUND")
+        return row
+
+    async def _move(self, rid: str, to_state: str, *, reason: str = "", expect=None, values=None) -> None:
+        """A state change in its own, committed transaction (it survives the RPC failing)."""
+        async with self.runtime.db.transaction() as session:
+            await lifecycle.transition(session, rid, to_state, reason=reason, actor=_actor(), expect=expect, values=values)
+
+    async def _fail(self, rid: str, reason: str) -> None:
+        """Record a failure: FAILED when the table allows it, else only the reason."""
+        async with self.runtime.db.transaction() as session:
+            row = await lifecycle.load_for_update(session, rid)
+            if lifecycle.allowed(row.state, lifecycle.FAILED):
+                await lifecycle.transition(session, rid, lifecycle.FAILED, reason=reason, actor=_actor())
+            else:
+                await session.execute(
+                    update(models.resources).where(models.resources.c.id == rid).values(state_reason=reason[: lifecycle.REASON_LIMIT])
+                )
+
+    async def _provisioner(self, row) -> _Provisioner:
+        mod = _definitions()
+        async with self.runtime.db.transaction() as session:
+            definitions = await mod.load_definitions(session)
+        definition = mod.match(
+            definitions,
+            type=row.type,
+            class_=row._mapping["class"],
+            id=row.shared_id,
+            env_type="",
+            environment=row.environment,
+            application="" if row.shared_key else row.application,
+            team="",
+        )
+        return _Provisioner(definition, f"{definition.name}@{definition.version}")
+
+    def _context(self, row, *, previous_state=None, previous_secrets=None, idempotency_key: str = ""):
+        from innominatus.resources.drivers import ProvisionContext  # noqa: PLC0415
+
+        return ProvisionContext(
+            resource_id=provider_id(row),
+            type=row.type,
+            class_=row._mapping["class"] or "default",
+            params=dict(row.params or {}),
+            application=row.application,
+            environment=row.environment,
+            workload=row.workload,
+            idempotency_key=idempotency_key or row.id,
+            previous_state=previous_state,
+            previous_secrets=previous_secrets,
+        )
+
+    async def _secrets(self, row) -> dict[str, str]:
+        """The plaintext secret outputs of ``row`` (only for provisioners and reveal)."""
+        refs = row._mapping.get("secret_refs") or {}
+        if not refs:
+            return {}
+        from innominatus.resources.secrets import SecretNotFound, SecretRef  # noqa: PLC0415
+
+        values: dict[str, str] = {}
+        cache: dict[tuple, dict] = {}
+        for key, text_ref in refs.items():
+            ref = SecretRef.parse(text_ref)
+            where = (ref.path, ref.version)
+            if where not in cache:
+                try:
+                    cache[where] = await self.store.get(ref.path, ref.version)
+                except SecretNotFound:
+                    cache[where] = {}
+            if ref.key in cache[where]:
+                values[key] = cache[where][ref.key]
+        return values
+
+    async def _answer(self, rid: str) -> resources_pb2.Resource:
+        session = db.session()
+        row = (await session.execute(select(models.resources).where(models.resources.c.id == rid))).one()
+        return (await _protos(session, [row]))[0]
+
+    # -- claims ---------------------------------------------------------------------------
 
     async def ClaimResources(self, request, context):
         if not request.application or not request.environment or not request.workload:
             raise InvalidArgument("application, environment and workload are required")
         session = db.session()
-        table = models.resources
-        out = []
+        table, claims = models.resources, models.resource_claims
+        out_ids = []
         for claim in request.claims:
             if not claim.ref or not claim.type:
                 raise InvalidArgument(f"resource claim {claim.ref or '<unnamed>'} needs a name and a type")
-            key = (
+            class_ = getattr(claim, "class")
+            params = json_format.MessageToDict(claim.params)
+            values = dict(type=claim.type, shared_id=claim.id, params=params, **{"class": class_})
+            claim_key = (
+                (claims.c.application == request.application)
+                & (claims.c.environment == request.environment)
+                & (claims.c.workload == request.workload)
+                & (claims.c.ref == claim.ref)
+            )
+            owner_key = (
                 (table.c.application == request.application)
                 & (table.c.environment == request.environment)
                 & (table.c.workload == request.workload)
                 & (table.c.ref == claim.ref)
             )
-            params = json_format.MessageToDict(claim.params)
-            values = dict(type=claim.type, shared_id=claim.id, params=params, **{"class": getattr(claim, "class")})
-            existing = (await session.execute(select(table.c.id).where(key))).scalar_one_or_none()
-            if existing:
-                await session.execute(update(table).where(table.c.id == existing).values(**values))
+            claimed = (await session.execute(select(claims.c.resource_id).where(claim_key))).scalar_one_or_none()
+            instance = None
+            if claim.id:  # shared: one instance per type + class + id in the environment
+                key = shared_key(claim.type, class_, claim.id)
+                same_id = (
+                    await session.execute(
+                        select(table).where(
+                            (table.c.environment == request.environment)
+                            & (table.c.shared_id == claim.id)
+                            & table.c.shared_key.is_not(None)
+                        )
+                    )
+                ).all()
+                for other in same_id:
+                    if other.shared_key != key:
+                        raise FailedPrecondition(
+                            f"resource id {claim.id!r} in environment {request.environment!r} is already a "
+                            f"{other.type} (class {other._mapping['class'] or 'default'}) shared by "
+                            f"{other.application}/{other.workload}; a shared id names one resource: use another id",
+                            reason="SHARED_ID_CONFLICT",
+                        )
+                    instance = other
+                if instance is not None:
+                    await session.execute(update(table).where(table.c.id == instance.id).values(params=params))
+                    rid = instance.id
+                else:
+                    rid = uuid.uuid4().hex
+                    await session.execute(
+                        table.insert().values(
+                            id=rid, application=request.application, environment=request.environment,
+                            workload=request.workload, ref=claim.ref, state=STATE_REQUESTED, shared_key=key, **values,
+                        )
+                    )
+                    await lifecycle.record(session, rid, "", STATE_REQUESTED, reason=f"claimed by {request.application}/{request.workload} as {claim.ref}", actor=_actor())
             else:
+                existing = None
+                if claimed:
+                    existing = (
+                        await session.execute(select(table).where((table.c.id == claimed) & table.c.shared_key.is_(None)))
+                    ).one_or_none()
+                if existing is None:
+                    existing = (await session.execute(select(table).where(owner_key & table.c.shared_key.is_(None)))).one_or_none()
+                if existing is not None:
+                    rid = existing.id
+                    await session.execute(update(table).where(table.c.id == rid).values(**values))
+                else:
+                    rid = uuid.uuid4().hex
+                    await session.execute(
+                        table.insert().values(
+                            id=rid, application=request.application, environment=request.environment,
+                            workload=request.workload, ref=claim.ref, state=STATE_REQUESTED, **values,
+                        )
+                    )
+                    await lifecycle.record(session, rid, "", STATE_REQUESTED, reason=f"claimed by {request.application}/{request.workload} as {claim.ref}", actor=_actor())
+            state = (await session.execute(select(table.c.state).where(table.c.id == rid))).scalar_one()
+            if state == lifecycle.DELETED:
+                await lifecycle.transition(session, rid, STATE_REQUESTED, reason=f"claimed again by {request.application}/{request.workload}", actor=_actor())
+            if claimed is None:
                 await session.execute(
-                    table.insert().values(
-                        id=uuid.uuid4().hex,
-                        application=request.application,
-                        environment=request.environment,
-                        workload=request.workload,
-                        ref=claim.ref,
-                        state=STATE_REQUESTED,
-                        **values,
+                    claims.insert().values(
+                        application=request.application, environment=request.environment,
+                        workload=request.workload, ref=claim.ref, resource_id=rid,
                     )
                 )
-            row = (await session.execute(select(table).where(key))).one()
-            out.append(_to_proto(row))
-        return resources_pb2.ClaimResourcesResponse(resources=out)
+            elif claimed != rid:
+                await session.execute(update(claims).where(claim_key).values(resource_id=rid))
+            out_ids.append(rid)
+        rows = {r.id: r for r in (await session.execute(select(table).where(table.c.id.in_(out_ids)))).all()}
+        return resources_pb2.ClaimResourcesResponse(resources=await _protos(session, [rows[i] for i in out_ids]))
 
     async def ListResources(self, request, context):
         table = models.resources
         query = select(table)
         application = request.application.removeprefix("applications/")
         if application:
-            query = query.where(table.c.application == application)
+            shared = select(models.resource_claims.c.resource_id).where(models.resource_claims.c.application == application)
+            query = query.where((table.c.application == application) | table.c.id.in_(shared))
         if request.environment:
             query = query.where(table.c.environment == request.environment)
-        rows, token = await page_of(db.session(), query, table.c.created_at, table.c.id, request.page_size, request.page_token)
-        return resources_pb2.ListResourcesResponse(resources=[_to_proto(r) for r in rows], next_page_token=token)
+        session = db.session()
+        rows, token = await page_of(session, query, table.c.created_at, table.c.id, request.page_size, request.page_token)
+        return resources_pb2.ListResourcesResponse(resources=await _protos(session, rows), next_page_token=token)
 
     async def GetResource(self, request, context):
         table = models.resources
         resource_id = request.name.removeprefix("resources/")
-        row = (await db.session().execute(select(table).where(table.c.id == resource_id))).one_or_none()
+        session = db.session()
+        row = (await session.execute(select(table).where(table.c.id == resource_id))).one_or_none()
         if row is None:
             raise NotFound(f"resource {request.name!r} not found", reason="RESOURCE_NOT_FOUND")
-        return resources_pb2.GetResourceResponse(resource=_to_proto(row))
+        return resources_pb2.GetResourceResponse(resource=(await _protos(session, [row]))[0])
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def ProvisionResource(self, request, context):
+        from innominatus.resources.drivers import ProvisionError  # noqa: PLC0415
+
+        rid = _resource_id(request.name)
+        async with self._instance_lock(rid):
+            row = await self._row(rid)
+            if row.state in (lifecycle.DELETED, lifecycle.DEPROVISIONING):
+                raise FailedPrecondition(
+                    f"resources/{rid} is {row.state}: claim it again (deploy) before provisioning it",
+                    reason="RESOURCE_DELETED",
+                )
+            try:
+                provisioner = await self._provisioner(row)
+            except InnominatusError as exc:
+                if row.state not in lifecycle.PROVISIONED:  # a running resource stays as it is
+                    await self._fail(rid, exc.message)
+                raise
+            applied = _applied_hash(provisioner, row)
+            if row.state == lifecycle.ACTIVE and row.applied_hash == applied and not request.force:
+                return resources_pb2.ProvisionResourceResponse(resource=await self._answer(rid), provisioned=False)
+
+            working = lifecycle.UPDATING if row.state in (lifecycle.ACTIVE, lifecycle.DEGRADED) else lifecycle.PROVISIONING
+            if row.state != working:  # PROVISIONING / UPDATING already: an attempt that died is resumed
+                await self._move(rid, working, reason=f"{'re-' if working == lifecycle.UPDATING else ''}provisioning with {provisioner.ref}")
+            try:
+                previous_secrets = await self._secrets(row) or None
+            except Exception:  # noqa: BLE001 - without them the driver rotates the password
+                previous_secrets = None
+            ctx = self._context(
+                row,
+                previous_state=dict(row.driver_state or {}) or None,
+                previous_secrets=previous_secrets,
+                idempotency_key=request.idempotency_key,
+            )
+            try:
+                result = await provisioner.provision(ctx)
+            except ProvisionError as exc:
+                await self._fail(rid, exc.message)
+                log.warning("resource.provision_failed", resource=rid, reason=exc.reason, retryable=exc.retryable)
+                raise
+            except InnominatusError as exc:
+                await self._fail(rid, exc.message)
+                raise
+            except Exception as exc:  # noqa: BLE001 - a broken provisioner; its text may hold anything
+                await self._fail(rid, f"the provisioner of {provisioner.ref} crashed ({type(exc).__name__})")
+                log.error("resource.provisioner_crashed", resource=rid, error_type=type(exc).__name__)
+                raise Internal(f"the provisioner of resources/{rid} crashed ({type(exc).__name__})") from None
+
+            path = secret_path(row)
+            refs: dict[str, str] = {}
+            try:
+                if result.secret_outputs:
+                    from innominatus.resources.secrets import format_ref  # noqa: PLC0415
+
+                    version = await self.store.put(path, {k: str(v) for k, v in result.secret_outputs.items()})
+                    refs = {k: format_ref(self.store.name, path, k, version) for k in sorted(result.secret_outputs)}
+                elif row.secret_refs:
+                    await self.store.delete(path)
+            except Exception as exc:  # noqa: BLE001
+                reason = f"storing the secret outputs of resources/{rid} failed: {_store_error(exc)}"
+                await self._fail(rid, reason)
+                raise Unavailable(reason, reason="SECRET_STORE_UNAVAILABLE", metadata={"retryable": "true"}) from None
+            outputs = json.loads(json.dumps(result.outputs, default=str))
+            await self._move(
+                rid,
+                lifecycle.ACTIVE,
+                reason=f"provisioned with {provisioner.ref}",
+                values=dict(
+                    outputs=outputs,
+                    secret_refs=refs,
+                    driver_state=json.loads(json.dumps(result.state, default=str)),
+                    definition=provisioner.ref,
+                    applied_hash=applied,
+                ),
+            )
+            log.info("resource.provisioned", resource=rid, definition=provisioner.ref, outputs=sorted(outputs), secrets=sorted(refs))
+        return resources_pb2.ProvisionResourceResponse(resource=await self._answer(rid), provisioned=True)
+
+    async def DeprovisionResource(self, request, context):
+        from innominatus.resources.drivers import ProvisionError  # noqa: PLC0415
+
+        rid = _resource_id(request.name)
+        async with self._instance_lock(rid):
+            row = await self._row(rid)
+            if row.state == lifecycle.DELETED:
+                return resources_pb2.DeprovisionResourceResponse(resource=await self._answer(rid))
+            if row.shared_key and not request.force:
+                async with self.runtime.db.transaction() as session:
+                    users = (await _claims_of(session, [rid]))[rid]
+                workloads = sorted({f"{c.application}/{c.workload}" for c in users})
+                if len(workloads) > 1:
+                    raise FailedPrecondition(
+                        f"shared resource resources/{rid} ({row.shared_key}) is still claimed by {', '.join(workloads)}; "
+                        "remove the other claims first or pass force",
+                        reason="RESOURCE_STILL_CLAIMED",
+                    )
+            if row.state == lifecycle.REQUESTED:  # nothing was ever made
+                await self._move(rid, lifecycle.DELETED, reason="deleted before it was provisioned")
+                return resources_pb2.DeprovisionResourceResponse(resource=await self._answer(rid))
+            if row.state in (lifecycle.PROVISIONING, lifecycle.UPDATING):
+                # Under the instance lock nobody else is provisioning it: an attempt died.
+                await self._fail(rid, f"the {row.state.lower()} attempt was interrupted; deprovisioning instead")
+            if row.state != lifecycle.DEPROVISIONING:
+                await self._move(rid, lifecycle.DEPROVISIONING, reason="deprovisioning")
+            try:
+                provisioner = await self._provisioner(row)
+                await provisioner.deprovision(self._context(row), dict(row.driver_state or {}))
+            except (ProvisionError, InnominatusError) as exc:
+                await self._fail(rid, exc.message)
+                raise
+            except Exception as exc:  # noqa: BLE001
+                await self._fail(rid, f"the deprovisioner crashed ({type(exc).__name__})")
+                raise Internal(f"deprovisioning resources/{rid} crashed ({type(exc).__name__})") from None
+            try:
+                if row.secret_refs:
+                    from innominatus.resources.secrets import SecretNotFound  # noqa: PLC0415
+
+                    try:
+                        await self.store.delete(secret_path(row))
+                    except SecretNotFound:
+                        pass
+            except Exception as exc:  # noqa: BLE001
+                reason = f"deleting the secrets of resources/{rid} failed: {_store_error(exc)}"
+                await self._fail(rid, reason)
+                raise Unavailable(reason, reason="SECRET_STORE_UNAVAILABLE", metadata={"retryable": "true"}) from None
+            await self._move(
+                rid,
+                lifecycle.DELETED,
+                reason=f"deprovisioned with {provisioner.ref}",
+                values=dict(outputs={}, secret_refs={}, driver_state={}, applied_hash=""),
+            )
+            log.info("resource.deprovisioned", resource=rid, definition=provisioner.ref)
+        return resources_pb2.DeprovisionResourceResponse(resource=await self._answer(rid))
+
+    async def CheckResource(self, request, context):
+        from innominatus.resources.drivers import ProvisionError  # noqa: PLC0415
+
+        rid = _resource_id(request.name)
+        session = db.session()
+        row = (await session.execute(select(models.resources).where(models.resources.c.id == rid))).one_or_none()
+        if row is None:
+            raise NotFound(f"resource 'resources/{rid}' not found", reason="RESOURCE_NOT_FOUND")
+        if row.state not in (lifecycle.ACTIVE, lifecycle.DEGRADED):
+            raise FailedPrecondition(
+                f"resources/{rid} is {row.state}: only ACTIVE or DEGRADED resources are checked",
+                reason="RESOURCE_NOT_PROVISIONED",
+            )
+        provisioner = await self._provisioner(row)
+        ctx = self._context(row)
+        state = dict(row.driver_state or {})
+        try:
+            secrets = await self._secrets(row)
+        except Exception as exc:  # noqa: BLE001
+            secrets = {}
+            log.warning("resource.check_secrets_unavailable", resource=rid, error_type=type(exc).__name__)
+        health = await provisioner.health(ctx, state, secrets)
+        drifted, drift_reason = False, ""
+        try:
+            drift = await provisioner.drift(ctx, state)
+            drifted, drift_reason = not drift.ok, drift.reason
+        except ProvisionError as exc:  # unknown is not drifted; the health check reports reachability
+            drift_reason = f"drift unknown: {exc.message}"
+        problems = [r for r in ((drift_reason if drifted else ""), ("" if health.ok else health.reason)) if r]
+        reason = "; ".join(problems) if problems else (health.reason or "healthy")
+        if problems:
+            if row.state == lifecycle.ACTIVE:
+                await lifecycle.transition(session, rid, lifecycle.DEGRADED, reason=reason, actor=_actor())
+            elif row.state_reason != reason:
+                await session.execute(
+                    update(models.resources).where(models.resources.c.id == rid).values(state_reason=reason[: lifecycle.REASON_LIMIT])
+                )
+        elif row.state == lifecycle.DEGRADED:
+            await lifecycle.transition(session, rid, lifecycle.ACTIVE, reason=f"healthy again: {reason}", actor=_actor())
+        log.info("resource.checked", resource=rid, healthy=health.ok, drifted=drifted)
+        if drift_reason and not drifted:
+            reason = f"{reason}; {drift_reason}"
+        return resources_pb2.CheckResourceResponse(
+            resource=await self._answer(rid), healthy=health.ok, drifted=drifted, reason=reason
+        )
+
+    async def RevealResourceSecrets(self, request, context):
+        rid = _resource_id(request.name)
+        row = (
+            await db.session().execute(select(models.resources).where(models.resources.c.id == rid))
+        ).one_or_none()
+        if row is None:
+            raise NotFound(f"resource 'resources/{rid}' not found", reason="RESOURCE_NOT_FOUND")
+        if not row.secret_refs:
+            raise FailedPrecondition(f"resources/{rid} has no secret outputs (state {row.state})", reason="NO_SECRETS")
+        try:
+            values = await self._secrets(row)
+        except Exception as exc:  # noqa: BLE001 - never echo the store's text
+            raise Unavailable(f"the secret store could not be read: {_store_error(exc)}", reason="SECRET_STORE_UNAVAILABLE") from None
+        log.info("resource.secrets_revealed", resource=rid, keys=sorted(values), actor=_actor())
+        return resources_pb2.RevealResourceSecretsResponse(secrets=values)
 
 
 def definition() -> ServiceDefinition:
+    # Resource definitions (admin-managed; innominatus.resources.definitions_service) are served
+    # by the same process.
+    from innominatus.resources.definitions_service import definitions_descriptor, register_definitions  # noqa: PLC0415
+
     def register(server, runtime: Runtime) -> None:
         resources_pb2_grpc.add_ResourcesServiceServicer_to_server(ResourcesServicer(runtime), server)
+        register_definitions(server, runtime)
 
     return ServiceDefinition(
         name="resources",
-        descriptors=[resources_pb2.DESCRIPTOR.services_by_name["ResourcesService"]],
+        descriptors=[resources_pb2.DESCRIPTOR.services_by_name["ResourcesService"], definitions_descriptor()],
         register=register,
         outbox_table=models.outbox,
     )

@@ -8,9 +8,9 @@ logs secrets. Executors may also carry ``input_schema`` (a JSON schema of ``with
 definition loader.
 
 Built-ins (:func:`default_registry`): ``shell``, ``http``, ``git``, ``wait``, ``approval``,
-``policy``, ``ansible``, ``kubectl``, ``terraform``, ``tofu``, ``helm``, plus the placeholders
-``workflow`` and ``resource`` (they fail with kind "not_wired" until the scheduler and the
-resources service register theirs with ``replace=True``). See docs/step-types.md.
+``policy``, ``ansible``, ``kubectl``, ``terraform``, ``tofu``, ``helm``, ``resource`` (calls the
+resources service lent as ``ctx.services["resources"]``), plus the placeholder ``workflow``
+(it fails with kind "not_wired" until the scheduler registers its own with ``replace=True``). See docs/step-types.md.
 
 Two exceptions are not failures: :class:`ApprovalRequired` (raised by ``approval``; the
 scheduler parks the step as WAITING) and :class:`UnknownStepType` (from :meth:`get`).
@@ -28,6 +28,7 @@ from .approval import ApprovalExecutor, ApprovalRequired, approved_outputs, reje
 from .git import GitExecutor
 from .placeholders import NotWiredExecutor, resource_placeholder, workflow_placeholder
 from .policy import PolicyExecutor
+from .resource import ResourceExecutor
 from .shell import ShellExecutor, script_has_placeholder
 from .tools import ToolExecutor, helm, kubectl, terraform, tofu
 from .wait import WaitExecutor
@@ -42,6 +43,7 @@ __all__ = [
     "HttpExecutor",
     "NotWiredExecutor",
     "PolicyExecutor",
+    "ResourceExecutor",
     "ShellExecutor",
     "ToolExecutor",
     "UnknownStepType",
@@ -130,5 +132,6 @@ def default_registry(*, placeholders: bool = True, tool_path: str | None = None)
     ])
     if placeholders:
         registry.register(workflow_placeholder())
-        registry.register(resource_placeholder())
+    # `resource` steps call the resources service through ctx.services["resources"].
+    registry.register(ResourceExecutor())
     return registry

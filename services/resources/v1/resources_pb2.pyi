@@ -21,12 +21,31 @@ class ResourceState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RESOURCE_STATE_ACTIVE: _ClassVar[ResourceState]
     RESOURCE_STATE_FAILED: _ClassVar[ResourceState]
     RESOURCE_STATE_DELETED: _ClassVar[ResourceState]
+    RESOURCE_STATE_UPDATING: _ClassVar[ResourceState]
+    RESOURCE_STATE_DEGRADED: _ClassVar[ResourceState]
+    RESOURCE_STATE_DEPROVISIONING: _ClassVar[ResourceState]
 RESOURCE_STATE_UNSPECIFIED: ResourceState
 RESOURCE_STATE_REQUESTED: ResourceState
 RESOURCE_STATE_PROVISIONING: ResourceState
 RESOURCE_STATE_ACTIVE: ResourceState
 RESOURCE_STATE_FAILED: ResourceState
 RESOURCE_STATE_DELETED: ResourceState
+RESOURCE_STATE_UPDATING: ResourceState
+RESOURCE_STATE_DEGRADED: ResourceState
+RESOURCE_STATE_DEPROVISIONING: ResourceState
+
+class ResourceTransition(_message.Message):
+    __slots__ = ("to", "time", "reason", "actor")
+    FROM_FIELD_NUMBER: _ClassVar[int]
+    TO_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    to: ResourceState
+    time: _timestamp_pb2.Timestamp
+    reason: str
+    actor: str
+    def __init__(self, to: _Optional[_Union[ResourceState, str]] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., actor: _Optional[str] = ..., **kwargs) -> None: ...
 
 class ResourceClaim(_message.Message):
     __slots__ = ("ref", "type", "id", "params")
@@ -42,7 +61,14 @@ class ResourceClaim(_message.Message):
     def __init__(self, ref: _Optional[str] = ..., type: _Optional[str] = ..., id: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., **kwargs) -> None: ...
 
 class Resource(_message.Message):
-    __slots__ = ("name", "application", "environment", "workload", "claim", "state", "create_time", "update_time")
+    __slots__ = ("name", "application", "environment", "workload", "claim", "state", "create_time", "update_time", "outputs", "secret_refs", "status_reason", "transitions", "definition", "shared_key", "workloads")
+    class SecretRefsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     APPLICATION_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
@@ -51,6 +77,13 @@ class Resource(_message.Message):
     STATE_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    SECRET_REFS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_REASON_FIELD_NUMBER: _ClassVar[int]
+    TRANSITIONS_FIELD_NUMBER: _ClassVar[int]
+    DEFINITION_FIELD_NUMBER: _ClassVar[int]
+    SHARED_KEY_FIELD_NUMBER: _ClassVar[int]
+    WORKLOADS_FIELD_NUMBER: _ClassVar[int]
     name: str
     application: str
     environment: str
@@ -59,7 +92,14 @@ class Resource(_message.Message):
     state: ResourceState
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., application: _Optional[str] = ..., environment: _Optional[str] = ..., workload: _Optional[str] = ..., claim: _Optional[_Union[ResourceClaim, _Mapping]] = ..., state: _Optional[_Union[ResourceState, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    outputs: _struct_pb2.Struct
+    secret_refs: _containers.ScalarMap[str, str]
+    status_reason: str
+    transitions: _containers.RepeatedCompositeFieldContainer[ResourceTransition]
+    definition: str
+    shared_key: str
+    workloads: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., application: _Optional[str] = ..., environment: _Optional[str] = ..., workload: _Optional[str] = ..., claim: _Optional[_Union[ResourceClaim, _Mapping]] = ..., state: _Optional[_Union[ResourceState, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., outputs: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., secret_refs: _Optional[_Mapping[str, str]] = ..., status_reason: _Optional[str] = ..., transitions: _Optional[_Iterable[_Union[ResourceTransition, _Mapping]]] = ..., definition: _Optional[str] = ..., shared_key: _Optional[str] = ..., workloads: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ClaimResourcesRequest(_message.Message):
     __slots__ = ("application", "environment", "workload", "claims")
@@ -110,3 +150,72 @@ class GetResourceResponse(_message.Message):
     RESOURCE_FIELD_NUMBER: _ClassVar[int]
     resource: Resource
     def __init__(self, resource: _Optional[_Union[Resource, _Mapping]] = ...) -> None: ...
+
+class ProvisionResourceRequest(_message.Message):
+    __slots__ = ("name", "force", "idempotency_key")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    force: bool
+    idempotency_key: str
+    def __init__(self, name: _Optional[str] = ..., force: _Optional[bool] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class ProvisionResourceResponse(_message.Message):
+    __slots__ = ("resource", "provisioned")
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    PROVISIONED_FIELD_NUMBER: _ClassVar[int]
+    resource: Resource
+    provisioned: bool
+    def __init__(self, resource: _Optional[_Union[Resource, _Mapping]] = ..., provisioned: _Optional[bool] = ...) -> None: ...
+
+class DeprovisionResourceRequest(_message.Message):
+    __slots__ = ("name", "force")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    force: bool
+    def __init__(self, name: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class DeprovisionResourceResponse(_message.Message):
+    __slots__ = ("resource",)
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    resource: Resource
+    def __init__(self, resource: _Optional[_Union[Resource, _Mapping]] = ...) -> None: ...
+
+class CheckResourceRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class CheckResourceResponse(_message.Message):
+    __slots__ = ("resource", "healthy", "drifted", "reason")
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    HEALTHY_FIELD_NUMBER: _ClassVar[int]
+    DRIFTED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    resource: Resource
+    healthy: bool
+    drifted: bool
+    reason: str
+    def __init__(self, resource: _Optional[_Union[Resource, _Mapping]] = ..., healthy: _Optional[bool] = ..., drifted: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class RevealResourceSecretsRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class RevealResourceSecretsResponse(_message.Message):
+    __slots__ = ("secrets",)
+    class SecretsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    SECRETS_FIELD_NUMBER: _ClassVar[int]
+    secrets: _containers.ScalarMap[str, str]
+    def __init__(self, secrets: _Optional[_Mapping[str, str]] = ...) -> None: ...

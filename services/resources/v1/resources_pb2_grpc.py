@@ -50,6 +50,26 @@ class ResourcesServiceStub:
                 request_serializer=innominatus_dot_resources_dot_v1_dot_resources__pb2.GetResourceRequest.SerializeToString,
                 response_deserializer=innominatus_dot_resources_dot_v1_dot_resources__pb2.GetResourceResponse.FromString,
                 _registered_method=True)
+        self.ProvisionResource = channel.unary_unary(
+                '/innominatus.resources.v1.ResourcesService/ProvisionResource',
+                request_serializer=innominatus_dot_resources_dot_v1_dot_resources__pb2.ProvisionResourceRequest.SerializeToString,
+                response_deserializer=innominatus_dot_resources_dot_v1_dot_resources__pb2.ProvisionResourceResponse.FromString,
+                _registered_method=True)
+        self.DeprovisionResource = channel.unary_unary(
+                '/innominatus.resources.v1.ResourcesService/DeprovisionResource',
+                request_serializer=innominatus_dot_resources_dot_v1_dot_resources__pb2.DeprovisionResourceRequest.SerializeToString,
+                response_deserializer=innominatus_dot_resources_dot_v1_dot_resources__pb2.DeprovisionResourceResponse.FromString,
+                _registered_method=True)
+        self.CheckResource = channel.unary_unary(
+                '/innominatus.resources.v1.ResourcesService/CheckResource',
+                request_serializer=innominatus_dot_resources_dot_v1_dot_resources__pb2.CheckResourceRequest.SerializeToString,
+                response_deserializer=innominatus_dot_resources_dot_v1_dot_resources__pb2.CheckResourceResponse.FromString,
+                _registered_method=True)
+        self.RevealResourceSecrets = channel.unary_unary(
+                '/innominatus.resources.v1.ResourcesService/RevealResourceSecrets',
+                request_serializer=innominatus_dot_resources_dot_v1_dot_resources__pb2.RevealResourceSecretsRequest.SerializeToString,
+                response_deserializer=innominatus_dot_resources_dot_v1_dot_resources__pb2.RevealResourceSecretsResponse.FromString,
+                _registered_method=True)
 
 
 class ResourcesServiceServicer:
@@ -76,6 +96,39 @@ class ResourcesServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ProvisionResource(self, request, context):
+        """Provisions (or re-provisions) one resource instance with the provisioner its resource
+        definition names. Called by the engine's `resource` step on its own behalf; secret outputs
+        go to the secret store and only their references are returned.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeprovisionResource(self, request, context):
+        """Removes what the provisioner created and the instance's secrets; the instance ends DELETED.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckResource(self, request, context):
+        """Runs the health check (really connects) and drift detection now and records the outcome:
+        drift or an unhealthy resource makes it DEGRADED with the reason, a healthy one ACTIVE again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevealResourceSecrets(self, request, context):
+        """The plaintext values of a resource's secret outputs. The only RPC that ever returns them:
+        policy-decided ("resources.reveal") and audited (the audit record holds the request, never
+        the values).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ResourcesServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -93,6 +146,26 @@ def add_ResourcesServiceServicer_to_server(servicer, server):
                     servicer.GetResource,
                     request_deserializer=innominatus_dot_resources_dot_v1_dot_resources__pb2.GetResourceRequest.FromString,
                     response_serializer=innominatus_dot_resources_dot_v1_dot_resources__pb2.GetResourceResponse.SerializeToString,
+            ),
+            'ProvisionResource': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProvisionResource,
+                    request_deserializer=innominatus_dot_resources_dot_v1_dot_resources__pb2.ProvisionResourceRequest.FromString,
+                    response_serializer=innominatus_dot_resources_dot_v1_dot_resources__pb2.ProvisionResourceResponse.SerializeToString,
+            ),
+            'DeprovisionResource': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeprovisionResource,
+                    request_deserializer=innominatus_dot_resources_dot_v1_dot_resources__pb2.DeprovisionResourceRequest.FromString,
+                    response_serializer=innominatus_dot_resources_dot_v1_dot_resources__pb2.DeprovisionResourceResponse.SerializeToString,
+            ),
+            'CheckResource': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckResource,
+                    request_deserializer=innominatus_dot_resources_dot_v1_dot_resources__pb2.CheckResourceRequest.FromString,
+                    response_serializer=innominatus_dot_resources_dot_v1_dot_resources__pb2.CheckResourceResponse.SerializeToString,
+            ),
+            'RevealResourceSecrets': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevealResourceSecrets,
+                    request_deserializer=innominatus_dot_resources_dot_v1_dot_resources__pb2.RevealResourceSecretsRequest.FromString,
+                    response_serializer=innominatus_dot_resources_dot_v1_dot_resources__pb2.RevealResourceSecretsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -177,6 +250,114 @@ class ResourcesService:
             '/innominatus.resources.v1.ResourcesService/GetResource',
             innominatus_dot_resources_dot_v1_dot_resources__pb2.GetResourceRequest.SerializeToString,
             innominatus_dot_resources_dot_v1_dot_resources__pb2.GetResourceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProvisionResource(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/innominatus.resources.v1.ResourcesService/ProvisionResource',
+            innominatus_dot_resources_dot_v1_dot_resources__pb2.ProvisionResourceRequest.SerializeToString,
+            innominatus_dot_resources_dot_v1_dot_resources__pb2.ProvisionResourceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeprovisionResource(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/innominatus.resources.v1.ResourcesService/DeprovisionResource',
+            innominatus_dot_resources_dot_v1_dot_resources__pb2.DeprovisionResourceRequest.SerializeToString,
+            innominatus_dot_resources_dot_v1_dot_resources__pb2.DeprovisionResourceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckResource(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/innominatus.resources.v1.ResourcesService/CheckResource',
+            innominatus_dot_resources_dot_v1_dot_resources__pb2.CheckResourceRequest.SerializeToString,
+            innominatus_dot_resources_dot_v1_dot_resources__pb2.CheckResourceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevealResourceSecrets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/innominatus.resources.v1.ResourcesService/RevealResourceSecrets',
+            innominatus_dot_resources_dot_v1_dot_resources__pb2.RevealResourceSecretsRequest.SerializeToString,
+            innominatus_dot_resources_dot_v1_dot_resources__pb2.RevealResourceSecretsResponse.FromString,
             options,
             channel_credentials,
             insecure,

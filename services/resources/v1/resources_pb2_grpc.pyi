@@ -39,6 +39,22 @@ class ResourcesServiceStub:
     """
     ListResources: _grpc.UnaryUnaryMultiCallable[_resources_pb2.ListResourcesRequest, _resources_pb2.ListResourcesResponse]
     GetResource: _grpc.UnaryUnaryMultiCallable[_resources_pb2.GetResourceRequest, _resources_pb2.GetResourceResponse]
+    ProvisionResource: _grpc.UnaryUnaryMultiCallable[_resources_pb2.ProvisionResourceRequest, _resources_pb2.ProvisionResourceResponse]
+    """Provisions (or re-provisions) one resource instance with the provisioner its resource
+    definition names. Called by the engine's `resource` step on its own behalf; secret outputs
+    go to the secret store and only their references are returned.
+    """
+    DeprovisionResource: _grpc.UnaryUnaryMultiCallable[_resources_pb2.DeprovisionResourceRequest, _resources_pb2.DeprovisionResourceResponse]
+    """Removes what the provisioner created and the instance's secrets; the instance ends DELETED."""
+    CheckResource: _grpc.UnaryUnaryMultiCallable[_resources_pb2.CheckResourceRequest, _resources_pb2.CheckResourceResponse]
+    """Runs the health check (really connects) and drift detection now and records the outcome:
+    drift or an unhealthy resource makes it DEGRADED with the reason, a healthy one ACTIVE again.
+    """
+    RevealResourceSecrets: _grpc.UnaryUnaryMultiCallable[_resources_pb2.RevealResourceSecretsRequest, _resources_pb2.RevealResourceSecretsResponse]
+    """The plaintext values of a resource's secret outputs. The only RPC that ever returns them:
+    policy-decided ("resources.reveal") and audited (the audit record holds the request, never
+    the values).
+    """
 
 @_typing.type_check_only
 class ResourcesServiceAsyncStub(ResourcesServiceStub):
@@ -51,6 +67,22 @@ class ResourcesServiceAsyncStub(ResourcesServiceStub):
     """
     ListResources: _aio.UnaryUnaryMultiCallable[_resources_pb2.ListResourcesRequest, _resources_pb2.ListResourcesResponse]  # type: ignore[assignment]
     GetResource: _aio.UnaryUnaryMultiCallable[_resources_pb2.GetResourceRequest, _resources_pb2.GetResourceResponse]  # type: ignore[assignment]
+    ProvisionResource: _aio.UnaryUnaryMultiCallable[_resources_pb2.ProvisionResourceRequest, _resources_pb2.ProvisionResourceResponse]  # type: ignore[assignment]
+    """Provisions (or re-provisions) one resource instance with the provisioner its resource
+    definition names. Called by the engine's `resource` step on its own behalf; secret outputs
+    go to the secret store and only their references are returned.
+    """
+    DeprovisionResource: _aio.UnaryUnaryMultiCallable[_resources_pb2.DeprovisionResourceRequest, _resources_pb2.DeprovisionResourceResponse]  # type: ignore[assignment]
+    """Removes what the provisioner created and the instance's secrets; the instance ends DELETED."""
+    CheckResource: _aio.UnaryUnaryMultiCallable[_resources_pb2.CheckResourceRequest, _resources_pb2.CheckResourceResponse]  # type: ignore[assignment]
+    """Runs the health check (really connects) and drift detection now and records the outcome:
+    drift or an unhealthy resource makes it DEGRADED with the reason, a healthy one ACTIVE again.
+    """
+    RevealResourceSecrets: _aio.UnaryUnaryMultiCallable[_resources_pb2.RevealResourceSecretsRequest, _resources_pb2.RevealResourceSecretsResponse]  # type: ignore[assignment]
+    """The plaintext values of a resource's secret outputs. The only RPC that ever returns them:
+    policy-decided ("resources.reveal") and audited (the audit record holds the request, never
+    the values).
+    """
 
 class ResourcesServiceServicer(metaclass=_abc_1.ABCMeta):
     """Resources a workload depends on (databases, caches, routes, secrets) and their lifecycle."""
@@ -78,5 +110,45 @@ class ResourcesServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _resources_pb2.GetResourceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_resources_pb2.GetResourceResponse, _abc.Awaitable[_resources_pb2.GetResourceResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ProvisionResource(
+        self,
+        request: _resources_pb2.ProvisionResourceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.ProvisionResourceResponse, _abc.Awaitable[_resources_pb2.ProvisionResourceResponse]]:
+        """Provisions (or re-provisions) one resource instance with the provisioner its resource
+        definition names. Called by the engine's `resource` step on its own behalf; secret outputs
+        go to the secret store and only their references are returned.
+        """
+
+    @_abc_1.abstractmethod
+    def DeprovisionResource(
+        self,
+        request: _resources_pb2.DeprovisionResourceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.DeprovisionResourceResponse, _abc.Awaitable[_resources_pb2.DeprovisionResourceResponse]]:
+        """Removes what the provisioner created and the instance's secrets; the instance ends DELETED."""
+
+    @_abc_1.abstractmethod
+    def CheckResource(
+        self,
+        request: _resources_pb2.CheckResourceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.CheckResourceResponse, _abc.Awaitable[_resources_pb2.CheckResourceResponse]]:
+        """Runs the health check (really connects) and drift detection now and records the outcome:
+        drift or an unhealthy resource makes it DEGRADED with the reason, a healthy one ACTIVE again.
+        """
+
+    @_abc_1.abstractmethod
+    def RevealResourceSecrets(
+        self,
+        request: _resources_pb2.RevealResourceSecretsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resources_pb2.RevealResourceSecretsResponse, _abc.Awaitable[_resources_pb2.RevealResourceSecretsResponse]]:
+        """The plaintext values of a resource's secret outputs. The only RPC that ever returns them:
+        policy-decided ("resources.reveal") and audited (the audit record holds the request, never
+        the values).
+        """
 
 def add_ResourcesServiceServicer_to_server(servicer: ResourcesServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,172 @@
+"""``resource``: provision or deprovision one resource instance through the resources service.
+
+::
+
+    - id: provision-db
+      type: resource
+      with:
+        name: resources/3f2a...        # as ClaimResources returned it
+        action: provision             # provision (default) | deprovision
+        force: false                  # provision even when active and unchanged; deprovision a
+                                      # shared resource other workloads still claim
+      retry: {max_attempts: 5}
+
+The step calls ``ResourcesService.ProvisionResource`` / ``DeprovisionResource`` over mTLS with
+the stub the scheduler lends as ``ctx.services["resources"]``. The call is made as the engine
+itself (subject ``services/engine``; no user token is forwarded), so the policy decides on the
+engine's permissions ``resources.provision`` / ``resources.deprovision``.
+
+Outputs: ``{resource, state, provisioned, definition, outputs: {...non-secret...},
+secrets: {name: "secret://..."}}`` -- secret outputs as *references* into the secret store,
+never values; steps that need a value pass the reference on.
+
+Failures: the service answers UNAVAILABLE for retryable provisioner errors (server unreachable,
+a lock, the secret store) -> kind "unavailable", retryable; FAILED_PRECONDITION (bad params, no
+matching definition, a name taken) -> kind "failed_precondition", not retryable; other codes ->
+kind = the code's name in lower case, retryable only for DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED
+and ABORTED.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+
+from innominatus.engine.model import StepContext, StepFailed
+from innominatus.kit import context as reqctx
+from innominatus.kit.errors import InnominatusError
+
+ACTIONS = ("provision", "deprovision")
+RETRYABLE_CODES = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.ABORTED,
+}
+CALL_TIMEOUT = 600.0
+
+
+class LazyResourcesStub:
+    """``ResourcesServiceStub`` on the resources service's peer channel, opened on first use.
+
+    The scheduler gets one in ``services["resources"]``; an engine started without the resources
+    service's address (tests, a standalone engine) still starts, and only a `resource` step fails.
+    """
+
+    def __init__(self, peers) -> None:
+        self._peers = peers
+        self._stub = None
+
+    def __getattr__(self, method: str):
+        if method.startswith("_"):
+            raise AttributeError(method)
+        if self._stub is None:
+            from innominatus.resources.v1.resources_pb2_grpc import ResourcesServiceStub  # noqa: PLC0415
+
+            self._stub = self._peers.stub("resources", ResourcesServiceStub)
+        return getattr(self._stub, method)
+
+
+def resources_stub(peers) -> LazyResourcesStub:
+    return LazyResourcesStub(peers)
+
+
+def _invalid(message: str) -> StepFailed:
+    return StepFailed(message, kind="invalid_input", retryable=False)
+
+
+def _outputs(resource, provisioned: bool | None = None) -> dict[str, Any]:
+    from innominatus.resources.v1 import resources_pb2  # noqa: PLC0415
+
+    out: dict[str, Any] = {
+        "resource": resource.name,
+        "state": resources_pb2.ResourceState.Name(resource.state).removeprefix("RESOURCE_STATE_").lower(),
+        "definition": resource.definition,
+        "outputs": json_format.MessageToDict(resource.outputs),
+        "secrets": dict(sorted(resource.secret_refs.items())),
+    }
+    if provisioned is not None:
+        out["provisioned"] = provisioned
+    return out
+
+
+class ResourceExecutor:
+    type = "resource"
+    input_schema: dict[str, Any] = {
+        "type": "object",
+        "required": ["name"],
+        "properties": {
+            "name": {"type": "string"},
+            "action": {"type": "string", "enum": list(ACTIONS)},
+            "force": {"type": "boolean"},
+        },
+        "additionalProperties": False,
+    }
+
+    def __init__(self, timeout: float = CALL_TIMEOUT) -> None:
+        self.timeout = timeout
+
+    async def run(self, ctx: StepContext) -> dict[str, Any]:
+        from innominatus.resources.v1 import resources_pb2  # noqa: PLC0415
+
+        stub = (ctx.services or {}).get("resources")
+        if stub is None:
+            raise StepFailed(
+                "step type 'resource' needs the resources service, which this engine was not given",
+                kind="not_wired",
+                retryable=False,
+            )
+        spec = ctx.inputs or {}
+        unknown = set(spec) - set(self.input_schema["properties"])
+        if unknown & {"type", "application", "environment", "params"}:
+            raise _invalid(
+                "resource: steps provision instances a deployment claimed: give `name: resources/<id>` "
+                "(from ClaimResources); provisioning ad hoc by type/application/environment is not supported"
+            )
+        if unknown:
+            raise _invalid(f"resource: unknown input(s) {', '.join(sorted(unknown))}")
+        name = spec.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise _invalid("resource: `name` must be a resource name (resources/<id>)")
+        name = name.strip()
+        if not name.startswith("resources/"):
+            name = f"resources/{name}"
+        action = spec.get("action") or "provision"
+        if action not in ACTIONS:
+            raise _invalid(f"resource: `action` must be one of {', '.join(ACTIONS)}, not {action!r}")
+        force = spec.get("force", False)
+        if not isinstance(force, bool):
+            raise _invalid("resource: `force` must be true or false")
+        if ctx.cancelled.is_set():
+            raise StepFailed(f"resource {action} {name}: cancelled before it started", kind="cancelled", retryable=False)
+
+        await ctx.log(f"{action} {name}")
+        # The engine acts on its own behalf: never forward a user's token from the context the
+        # step task was created in (the policy decides on services/engine).
+        token = reqctx.set_current(None)
+        try:
+            if action == "provision":
+                response = await stub.ProvisionResource(
+                    resources_pb2.ProvisionResourceRequest(name=name, force=force, idempotency_key=ctx.idempotency_key),
+                    timeout=self.timeout,
+                )
+                outputs = _outputs(response.resource, response.provisioned)
+            else:
+                response = await stub.DeprovisionResource(
+                    resources_pb2.DeprovisionResourceRequest(name=name, force=force), timeout=self.timeout
+                )
+                outputs = _outputs(response.resource)
+        except InnominatusError as exc:  # e.g. no address configured for the resources service
+            raise StepFailed(f"resource {action} {name}: {exc.message}", kind="not_wired", retryable=False) from None
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+            message = f"resource {action} {name}: {exc.details() or code.name}"
+            await ctx.log(message)
+            raise StepFailed(message, kind=code.name.lower(), retryable=code in RETRYABLE_CODES) from None
+        finally:
+            reqctx.reset(token)
+        done = "already active, unchanged" if outputs.get("provisioned") is False else outputs["state"]
+        await ctx.log(f"{action} {name}: {done}")
+        return outputs
