@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.real_resources import resource_env
+
 pytestmark = pytest.mark.e2e
 
 SCORE = Path(__file__).parent / "fixtures" / "score" / "checkout.yaml"
@@ -22,8 +24,9 @@ CLI = [sys.executable, "-m", "innominatus.cli.main"]
 @pytest.fixture
 def platform_process(tmp_path):
     data_dir = tmp_path / "data"
-    env = {**os.environ, "INNOMINATUS_CONFIG_DIR": str(tmp_path / "config"), "INNOMINATUS_DATABASE_URL": "",
-           "INNOMINATUS_OPA_URL": ""}
+    # the deploy run provisions checkout's postgres and redis for real, on the test servers
+    env = {**os.environ, **resource_env(), "INNOMINATUS_CONFIG_DIR": str(tmp_path / "config"),
+           "INNOMINATUS_DATABASE_URL": "", "INNOMINATUS_OPA_URL": ""}
     log_path = tmp_path / "up.log"
     with open(log_path, "wb") as log:
         started = time.monotonic()
@@ -77,7 +80,7 @@ def test_login_deploy_inspect_and_verify_through_the_cli(platform_process):
     assert result["run"]["state"] == "RUN_STATE_SUCCEEDED"
 
     run = json.loads(run_cli(platform, "runs", "get", run_name, "-o", "json").stdout)["run"]
-    assert [s["name"] for s in run["steps"]] == ["validate", "resources", "render", "release"]
+    assert [s["name"] for s in run["steps"]] == ["validate", "provision-cache", "provision-db", "render", "release"]
     assert all(s["state"] == "STEP_STATE_SUCCEEDED" for s in run["steps"])
     release = platform["data_dir"] / "engine" / "releases" / "dev" / "checkout" / "checkout.yaml"
     assert "registry.example.com/shop/checkout:1.4.2" in release.read_text()

@@ -19,6 +19,7 @@ from innominatus.kit.pki import ensure_dev_pki
 from innominatus.kit.policy import default_policy_dir
 from tests.helpers.database import drop_database, fresh_database
 from tests.helpers.opa import OpaServer, free_port
+from tests.helpers.real_resources import resource_env
 
 pytestmark = [pytest.mark.postgres, pytest.mark.opa]
 
@@ -33,12 +34,14 @@ def mesh(tmp_path):
     ports = {name: free_port() for name in (*SERVICES, "gateway")}
     addresses = {f"INNOMINATUS_{name.upper()}_ADDR": f"127.0.0.1:{ports[name]}" for name in SERVICES}
     processes: dict[str, subprocess.Popen] = {}
+    resources = resource_env()  # the deploy run provisions checkout's postgres and redis for real
     with OpaServer(default_policy_dir()) as opa:
         try:
             for name in (*SERVICES, "gateway"):
                 env = {
                     **os.environ,
                     **addresses,
+                    **resources,
                     "INNOMINATUS_DATA_DIR": str(data_dir),
                     "INNOMINATUS_DATABASE_URL": database,
                     "INNOMINATUS_OPA_URL": opa.url,

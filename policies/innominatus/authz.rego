@@ -62,6 +62,7 @@ role_permissions := {
 		"goldenpaths.run",
 		"goldenpaths.publish",
 		"resources.claim",
+		"deployments.finalize",
 		"resources.provision",
 		"resources.deprovision",
 		"resources.check",
@@ -82,6 +83,7 @@ role_permissions := {
 		"goldenpaths.run",
 		"goldenpaths.publish",
 		"resources.claim",
+		"deployments.finalize",
 		"resources.provision",
 		"resources.deprovision",
 		"resources.check",
@@ -124,6 +126,9 @@ known_permissions := {
 	"goldenpaths.run",
 	"goldenpaths.publish",
 	"resources.claim",
+	# Rendering a deployment into its deployment set and committing it to GitOps (the
+	# engine's deploy workflow, on its own behalf).
+	"deployments.finalize",
 	# Resource instances: provisioning and deprovisioning (the engine's `resource` steps),
 	# health/drift checks, and revealing secret outputs in plaintext (--reveal).
 	"resources.provision",
@@ -145,8 +150,8 @@ audit_writer_services := {"specs", "engine", "resources", "identity", "audit"}
 specs_delegated_permissions := {"resources.claim", "runs.start"}
 
 # Permissions platform services exercise on their own behalf (subject `services/<peer>`):
-# the engine runs the `resource` steps of workflows and checks resources.
-service_permissions := {"engine": {"resources.provision", "resources.deprovision", "resources.check"}}
+# the engine runs the `resource` steps of workflows, checks resources and finalizes deployments.
+service_permissions := {"engine": {"resources.provision", "resources.deprovision", "resources.check", "deployments.finalize"}}
 
 # ---------------------------------------------------------------------------
 # Decision (the only document the platform reads)

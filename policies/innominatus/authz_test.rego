@@ -385,3 +385,20 @@ test_developer_may_not_reveal if {
 		`role "developer" of user "alice" does not grant "resources.reveal"`,
 	)
 }
+
+# -- deployments.finalize (the engine's deploy workflow renders and commits the set) --
+
+test_engine_service_finalizes_deployments if {
+	allowed(req(service("engine"), "engine", "deployments.finalize"))
+}
+
+test_other_service_may_not_finalize_deployments if {
+	denied_with(
+		req(service("specs"), "specs", "deployments.finalize"),
+		`service "services/specs" is not granted "deployments.finalize"; services may only call "audit.append"`,
+	)
+}
+
+test_developer_may_not_finalize_deployments if {
+	denied(req(user("dev", ["developer"]), "gateway", "deployments.finalize"))
+}

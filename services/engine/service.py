@@ -20,7 +20,7 @@ from innominatus.engine.goldenpaths_service import golden_path_descriptor, regis
 from innominatus.engine.operations import RunOperations, decorate
 from innominatus.engine.v1 import engine_pb2, engine_pb2_grpc
 from innominatus.engine.scheduler import Scheduler
-from innominatus.engine.workflows import WORKFLOWS, builtin_executors
+from innominatus.engine.workflows import WORKFLOWS, builtin_executors, builtin_workflow
 from innominatus.kit import context as reqctx
 from innominatus.kit import db
 from innominatus.kit.errors import InvalidArgument, NotFound, PermissionDenied
@@ -29,7 +29,7 @@ from innominatus.kit.logs import get_logger
 from innominatus.kit.pagination import page_of
 from innominatus.kit.server import Runtime, ServiceDefinition
 from innominatus.kit import times
-from innominatus.engine.executors.resource import resources_stub
+from innominatus.engine.executors.resource import LazyStub, resources_stub
 
 log = get_logger(__name__)
 
@@ -90,6 +90,18 @@ def _run_proto(row, steps) -> engine_pb2.Run:
     return decorate(run, row, steps)
 
 
+def specs_stub(peers) -> LazyStub:
+    """``SpecsServiceStub`` on the specs service's peer channel, opened on first use (the deploy
+    workflow's render step calls ``FinalizeDeployment`` as the engine)."""
+
+    def make():
+        from innominatus.specs.v1.specs_pb2_grpc import SpecsServiceStub  # noqa: PLC0415
+
+        return peers.stub("specs", SpecsServiceStub)
+
+    return LazyStub(make)
+
+
 def _executors(runtime: Runtime):
     """Built-in workflow steps first, then the pluggable registry when it is installed."""
     builtin = builtin_executors(runtime.settings.data_dir / "engine")
@@ -134,8 +146,11 @@ class EngineServicer(RunOperations, engine_pb2_grpc.EngineServiceServicer):
                 )
             for value, field in ((request.application, "application"), (request.environment, "environment")):
                 check_name(value, field)
+            inputs = json_format.MessageToDict(request.inputs)
+            # Built per run from its inputs (a deploy run gets one provision step per claimed
+            # resource); the run stores this definition, so a resumed run keeps its steps.
             run_id = await self.scheduler.create_run(
-                session, WORKFLOWS[request.workflow], json_format.MessageToDict(request.inputs),
+                session, builtin_workflow(request.workflow, inputs), inputs,
                 application=request.application, environment=request.environment, creator=creator,
                 request_id=request.request_id or None,
             )
@@ -191,7 +206,8 @@ def definition() -> ServiceDefinition:
             workflows=WORKFLOWS,
             workdir=runtime.settings.data_dir / "engine" / "work",
             # `policy` steps ask the same policy engine that gates this service's RPCs.
-            services={"policy": runtime.policy_engine, "resources": resources_stub(runtime.peers)},
+            services={"policy": runtime.policy_engine, "resources": resources_stub(runtime.peers),
+                      "specs": specs_stub(runtime.peers)},
         )
         runtime.state["scheduler"] = scheduler
         engine_pb2_grpc.add_EngineServiceServicer_to_server(EngineServicer(runtime, scheduler), server)

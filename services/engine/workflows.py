@@ -1,18 +1,26 @@
 """Built-in workflows and their step executors.
 
-``deploy`` (started by the specs service through StartRun) is a sequential DAG: check the
-submitted workload, note the resources it claimed, render a Kubernetes manifest and write
-the release into the data directory. Its steps are plain functions over a
-:class:`DeployContext`; :class:`FunctionExecutor` adapts them to the engine's executor
-protocol, taking the run's params, application and environment and earlier steps'
-outputs from the step's resolved ``with:`` inputs.
+``deploy`` (started by the specs service through StartRun) is built per run from the run's
+inputs by :func:`deploy_workflow`: ``validate`` checks the submitted workload; one
+``provision-<ref>`` step of type ``resource`` per resource the workload claims (the ``claims``
+input: ``[{ref, resource, depends_on}]``) provisions it through the resources service, after the
+provision steps of the resources whose outputs its params use (independent ones run in
+parallel); ``render`` hands the provisioned outputs (secret outputs as ``secret://``
+references) to the specs service (``FinalizeDeployment``), which renders the workload into an
+immutable deployment set and commits it to the environment's GitOps repository; ``release``
+records the outcome and writes the rendered Deployment manifest into the data directory.
+The run stores its definition snapshot, so a resumed run keeps the steps it started with.
+
+The built-in steps are plain functions over a :class:`DeployContext`; :class:`FunctionExecutor`
+adapts them to the engine's executor protocol, taking the run's params, application and
+environment and earlier steps' outputs from the step's resolved ``with:`` inputs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -30,6 +38,8 @@ class DeployContext:
     inputs: dict
     outputs: dict  # outputs of earlier steps, by step name
     data_dir: Path
+    services: dict = field(default_factory=dict)  # clients the scheduler lends (resources, specs, ...)
+    resources: dict = field(default_factory=dict)  # provision steps' outputs, by claim ref (render)
 
 
 StepFn = Callable[[DeployContext], Awaitable[dict]]
@@ -86,6 +96,66 @@ async def render_manifest(ctx: DeployContext) -> dict:
     return {"manifest": text, "sha256": hashlib.sha256(text.encode()).hexdigest()}
 
 
+FINALIZE_TIMEOUT = 120.0
+
+
+def claim_outputs(provisioned: dict) -> dict[str, dict]:
+    """``{ref: {output: value}}`` from the provision steps' outputs: the non-secret outputs plus
+    each secret output as its ``secret://`` reference (never a value)."""
+    values: dict[str, dict] = {}
+    for ref, step in sorted((provisioned or {}).items()):
+        step = step if isinstance(step, dict) else {}
+        outputs = step.get("outputs") if isinstance(step.get("outputs"), dict) else {}
+        secrets = step.get("secrets") if isinstance(step.get("secrets"), dict) else {}
+        values[ref] = {**outputs, **secrets}
+    return values
+
+
+async def finalize_deployment(ctx: DeployContext) -> dict:
+    """Ask the specs service to render the workload with the provisioned outputs into a
+    deployment set and commit it to the environment's GitOps repository."""
+    deployment = ctx.inputs.get("deployment")
+    if not deployment:  # a run started without a deployment record: render locally, as before
+        return await render_manifest(ctx)
+    stub = (ctx.services or {}).get("specs")
+    if stub is None:
+        raise model.StepFailed("the deploy workflow's render step needs the specs service, which this engine "
+                               "was not given", kind="not_wired", retryable=False)
+    import grpc  # noqa: PLC0415
+    from google.protobuf import json_format, struct_pb2  # noqa: PLC0415
+
+    from innominatus.kit import context as reqctx  # noqa: PLC0415
+    from innominatus.specs.v1 import specs_pb2  # noqa: PLC0415
+
+    outputs = struct_pb2.Struct()
+    outputs.update(claim_outputs(ctx.resources))
+    # The engine acts on its own behalf (subject services/engine): never forward a user's token.
+    token = reqctx.set_current(None)
+    try:
+        response = await stub.FinalizeDeployment(
+            specs_pb2.FinalizeDeploymentRequest(name=deployment, resource_outputs=outputs,
+                                                run=f"runs/{ctx.run_id}"),
+            timeout=FINALIZE_TIMEOUT,
+        )
+    except InnominatusError as exc:  # e.g. no address configured for the specs service
+        raise model.StepFailed(f"render: {exc.message}", kind="not_wired", retryable=False) from None
+    except grpc.aio.AioRpcError as exc:
+        code = exc.code()
+        retryable = code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                             grpc.StatusCode.ABORTED, grpc.StatusCode.RESOURCE_EXHAUSTED)
+        raise model.StepFailed(f"render: {exc.details() or code.name}", kind=code.name.lower(),
+                               retryable=retryable) from None
+    finally:
+        reqctx.reset(token)
+    return {
+        "set_hash": response.set_hash,
+        "commit": response.commit,
+        "workload": json_format.MessageToDict(response.workload),
+        "manifest": response.manifest,
+        "sha256": hashlib.sha256(response.manifest.encode()).hexdigest(),
+    }
+
+
 async def write_release(ctx: DeployContext) -> dict:
     rendered = ctx.outputs["render"]
     releases = (ctx.data_dir / "releases").resolve()
@@ -98,7 +168,11 @@ async def write_release(ctx: DeployContext) -> dict:
     tmp = target.with_suffix(".yaml.tmp")
     tmp.write_text(rendered["manifest"], encoding="utf-8")
     tmp.replace(target)
-    return {"path": str(target.relative_to(releases.parent)), "sha256": rendered["sha256"]}
+    out = {"path": str(target.relative_to(releases.parent)), "sha256": rendered["sha256"]}
+    for key in ("set_hash", "commit"):
+        if rendered.get(key):
+            out[key] = rendered[key]
+    return out
 
 
 class FunctionExecutor:
@@ -118,6 +192,8 @@ class FunctionExecutor:
             inputs=inputs.get("params") or {},
             outputs=inputs.get("outputs") or {},
             data_dir=self.data_dir,
+            services=ctx.services or {},
+            resources=inputs.get("resources") or {},
         )
         try:
             return await self.fn(deploy)
@@ -131,24 +207,71 @@ _COMMON = {"params": "${params}", "application": "${workflow.application}", "env
 _RETRY = model.RetryPolicy(max_attempts=3, initial_interval=0.5, multiplier=2.0, max_interval=5.0, jitter=0.2,
                            non_retryable=("precondition",))
 
+# The specs service records a deployment in the same transaction that starts its run: the
+# render step may find it not yet committed (UNAVAILABLE) and tries again.
+_RENDER_RETRY = model.RetryPolicy(max_attempts=8, initial_interval=0.5, multiplier=2.0, max_interval=5.0,
+                                  jitter=0.2, non_retryable=("precondition",))
+_PROVISION_RETRY = model.RetryPolicy(max_attempts=3, initial_interval=1.0, multiplier=2.0, max_interval=10.0,
+                                     jitter=0.2)
+
+# (step id, step type, function, extra `with:`)
 _DEPLOY_STEPS = [
     ("validate", "workload.check", check_workload, {}),
     ("resources", "resources.note", note_resources, {}),
-    ("render", "render.kubernetes", render_manifest, {}),
+    ("render", "render.kubernetes", finalize_deployment, {}),
     ("release", "release.write", write_release, {"outputs": {"render": "${steps.render.outputs}"}}),
 ]
 
 
-def _sequential(name: str, steps) -> model.WorkflowDef:
-    defs, previous = [], None
-    for step_id, type_, _fn, extra in steps:
-        defs.append(model.StepDef(id=step_id, type=type_, with_={**_COMMON, **extra},
-                                  depends_on=(previous,) if previous else (), retry=_RETRY))
-        previous = step_id
-    return model.WorkflowDef(name=name, version="1", steps=tuple(defs), description="built-in")
+def provision_step_id(ref: str) -> str:
+    return f"provision-{ref}"
 
 
-WORKFLOWS: dict[str, model.WorkflowDef] = {"deploy": _sequential("deploy", _DEPLOY_STEPS)}
+def _claims(inputs: dict) -> list[dict]:
+    claims = (inputs or {}).get("claims")
+    if not isinstance(claims, list):
+        return []
+    out = []
+    for claim in claims:
+        if isinstance(claim, dict) and isinstance(claim.get("ref"), str) and isinstance(claim.get("resource"), str) \
+                and claim["ref"] and claim["resource"]:
+            out.append(claim)
+    return out
+
+
+def deploy_workflow(inputs: dict | None = None) -> model.WorkflowDef:
+    """The ``deploy`` workflow for one run: validate -> provision-<ref> (one `resource` step per
+    claim, after the provision steps of the claims its params depend on) -> render -> release."""
+    claims = _claims(inputs or {})
+    refs = {c["ref"] for c in claims}
+    steps = [model.StepDef(id="validate", type="workload.check", with_=dict(_COMMON), retry=_RETRY)]
+    provision_ids = []
+    for claim in claims:
+        depends = tuple(sorted(provision_step_id(d) for d in claim.get("depends_on") or []
+                               if d in refs and d != claim["ref"]))
+        step_id = provision_step_id(claim["ref"])
+        provision_ids.append(step_id)
+        steps.append(model.StepDef(id=step_id, type="resource", with_={"name": claim["resource"]},
+                                   depends_on=("validate", *depends), retry=_PROVISION_RETRY))
+    resources = {c["ref"]: "${steps." + provision_step_id(c["ref"]).replace(".", "\\.") + ".outputs}"
+                 for c in claims}
+    steps.append(model.StepDef(id="render", type="render.kubernetes", with_={**_COMMON, "resources": resources},
+                               depends_on=tuple(provision_ids) or ("validate",), retry=_RENDER_RETRY))
+    steps.append(model.StepDef(id="release", type="release.write",
+                               with_={**_COMMON, "outputs": {"render": "${steps.render.outputs}"}},
+                               depends_on=("render",), retry=_RETRY))
+    return model.WorkflowDef(name="deploy", version="2", steps=tuple(steps), description="built-in")
+
+
+def builtin_workflow(name: str, inputs: dict | None = None) -> model.WorkflowDef:
+    """The definition a run of built-in workflow ``name`` gets, built from its inputs."""
+    if name == "deploy":
+        return deploy_workflow(inputs)
+    return WORKFLOWS[name]
+
+
+# The input-independent shape of each built-in (what the catalog and `uses:` see).
+WORKFLOWS: dict[str, model.WorkflowDef] = {"deploy": deploy_workflow({})}
 
 
 def builtin_executors(data_dir: Path) -> dict[str, FunctionExecutor]:

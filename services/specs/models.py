@@ -32,6 +32,9 @@ deployments = Table(
     Column("creator", String(128), nullable=False),
     Column("request_id", String(128), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # Set by FinalizeDeployment once the run rendered and committed the deployment set.
+    Column("set_hash", String(64), nullable=True),
+    Column("gitops_commit", String(64), nullable=True),
     UniqueConstraint("creator", "request_id", name="uq_deployments_request"),
 )
 

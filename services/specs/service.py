@@ -8,12 +8,15 @@ verify the user and ask the policy themselves.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
 import json
+import os
 import re
 import uuid
+from pathlib import Path
 
 import grpc
 from google.protobuf import json_format, struct_pb2
@@ -22,16 +25,25 @@ from sqlalchemy import func, select
 from innominatus.engine.v1 import engine_pb2, engine_pb2_grpc
 from innominatus.kit import context as reqctx
 from innominatus.kit import db
-from innominatus.kit.errors import FieldViolation, InvalidArgument, NotFound, from_rpc_error
+from innominatus.kit.errors import (FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Unavailable,
+                                    from_rpc_error)
+from innominatus.kit.logs import get_logger
 from innominatus.kit.names import check_name
 from innominatus.kit.pagination import page_size
 from innominatus.kit.server import Runtime, ServiceDefinition
 from innominatus.kit import times
+from innominatus.resources.secrets import is_secret_ref
 from innominatus.resources.v1 import resources_pb2, resources_pb2_grpc
 from innominatus.specs import diff as specdiff
-from innominatus.specs import models
+from innominatus.specs import gitops, models
+from innominatus.specs.checks import resource_dependencies
+from innominatus.specs.deployment_sets import DeploymentSetError, build_set
+from innominatus.specs.render import RenderError, render_workload
 from innominatus.specs.v1 import specs_pb2, specs_pb2_grpc
 from innominatus.specs.validation import ERROR, WARNING, Finding, validate_score
+
+GITOPS_BRANCH = "main"
+log = get_logger(__name__)
 
 SEVERITY = {ERROR: specs_pb2.SEVERITY_ERROR, WARNING: specs_pb2.SEVERITY_WARNING, "info": specs_pb2.SEVERITY_INFO}
 DOWNSTREAM_TIMEOUT = 15.0
@@ -55,6 +67,8 @@ def _deployment_proto(row) -> specs_pb2.Deployment:
         run=row.run,
         creator=row.creator,
         resources=list(row.resources or []),
+        set_hash=row.set_hash or "",
+        gitops_commit=row.gitops_commit or "",
     )
     times.set_time(d.create_time, row.created_at)
     return d
@@ -123,12 +137,21 @@ class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
                 ),
                 timeout=DOWNSTREAM_TIMEOUT,
             )
+            # Which claim is which instance, and whose outputs its params use: the engine
+            # provisions them in that order (independent ones in parallel).
+            dependencies = resource_dependencies(result.document)
+            by_ref = {r.claim.ref: r.name for r in claimed.resources}
             inputs = _struct(
                 {
                     "workload": result.workload,
                     "spec": result.document,
                     "workload_version": version,
                     "resources": [r.name for r in claimed.resources],
+                    "claims": [
+                        {"ref": c.ref, "resource": by_ref[c.ref],
+                         "depends_on": sorted(d for d in dependencies.get(c.ref, ()) if d != c.ref)}
+                        for c in claims if c.ref in by_ref
+                    ],
                     "deployment": f"deployments/{deployment_id}",
                 }
             )
@@ -156,6 +179,103 @@ class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
             run=started.run,
             findings=[_finding_proto(f) for f in result.findings],
         )
+
+    # -- the deploy workflow's render step (called by the engine) ---------------------------
+
+    def gitops_repository(self, environment: str) -> str:
+        """The environment's GitOps repository: ``INNOMINATUS_GITOPS_URL_TEMPLATE`` (e.g.
+        ``file:///srv/gitops/{environment}.git``), else a bare repository under the data
+        directory, created on first use."""
+        template = os.environ.get("INNOMINATUS_GITOPS_URL_TEMPLATE", "").strip()
+        if template:
+            return template.replace("{environment}", environment)
+        path = Path(self.runtime.settings.data_dir) / "specs" / "gitops" / f"{environment}.git"
+        if not (path / "HEAD").exists():
+            path.mkdir(parents=True, exist_ok=True)
+            gitops._git(path, "init", "--bare", "--quiet", "--initial-branch", GITOPS_BRANCH)
+        return str(path)
+
+    async def FinalizeDeployment(self, request, context):
+        deployment_id = request.name.removeprefix("deployments/")
+        if not deployment_id or "/" in deployment_id:
+            raise InvalidArgument(f"name {request.name!r} is not a deployment name (deployments/{{id}})")
+        session = db.session()
+        deployments = models.deployments
+        row = (await session.execute(select(deployments).where(deployments.c.id == deployment_id))).one_or_none()
+        if row is None:
+            # CreateDeployment records the deployment in the transaction that starts its run:
+            # the run may get here first. The engine's step retries UNAVAILABLE.
+            raise Unavailable(f"deployment {request.name!r} is not recorded yet", reason="DEPLOYMENT_NOT_READY")
+        if request.run and row.run and request.run != row.run:
+            raise FailedPrecondition(f"{request.name} is shipped by {row.run}, not {request.run}")
+        version = await self._version_row(session, row.workload, row.workload_version)
+        document = _document(version.source)
+        given = json_format.MessageToDict(request.resource_outputs)
+        declared = document.get("resources") or {}
+        resources, outputs = {}, {}
+        for ref, spec in sorted(declared.items()):
+            values = given.get(ref)
+            if not isinstance(values, dict):
+                continue
+            plain = {k: v for k, v in values.items() if not is_secret_ref(v)}
+            refs = {k: v for k, v in values.items() if is_secret_ref(v)}
+            outputs[ref] = {**plain, **refs}
+            entry = {"type": spec.get("type", ""), "outputs": plain, "secret_refs": refs}
+            for key in ("class", "id"):
+                if spec.get(key):
+                    entry[key] = spec[key]
+            resources[f"{row.workload}.{ref}"] = entry
+        try:
+            rendered = render_workload(document, outputs)
+        except RenderError as exc:
+            raise FailedPrecondition(f"the workload cannot be rendered with its resources' outputs: {exc}",
+                                     reason="RENDER_FAILED") from None
+        previous = (
+            await session.execute(
+                select(deployments.c.set_hash, deployments.c.gitops_commit)
+                .where((deployments.c.application == row.application) & (deployments.c.environment == row.environment)
+                       & deployments.c.set_hash.is_not(None) & (deployments.c.id != row.id))
+                .order_by(deployments.c.created_at.desc())
+                .limit(1)
+            )
+        ).one_or_none()
+        repository = self.gitops_repository(row.environment)
+        workloads = {row.workload: document}
+        if previous is not None and previous.gitops_commit:
+            try:  # the application's other workloads stay as they were deployed
+                earlier = await asyncio.to_thread(gitops.read_set, repository, previous.gitops_commit,
+                                                  row.environment, row.application)
+                for name, doc in earlier.thaw()["workloads"].items():
+                    workloads.setdefault(name, doc)
+                for key, spec in earlier.thaw()["resources"].items():
+                    if not key.startswith(f"{row.workload}.") and key.split(".", 1)[0] in workloads:
+                        resources.setdefault(key, spec)
+            except gitops.GitOpsError as exc:
+                log.warning("previous deployment set unreadable", error=str(exc))
+        reason = f"{request.name} ({row.run})"
+        try:
+            deployment_set = build_set(row.application, row.environment, workloads, resources,
+                                       created_by=row.creator, reason=reason,
+                                       parent=previous.set_hash if previous is not None else "")
+        except (DeploymentSetError, ValueError) as exc:
+            raise FailedPrecondition(f"the deployment set cannot be built: {exc}", reason="DEPLOYMENT_SET_INVALID") \
+                from None
+        try:
+            commit = await asyncio.to_thread(gitops.commit_set, repository, GITOPS_BRANCH, row.environment,
+                                             deployment_set, row.creator, reason)
+        except gitops.GitOpsError as exc:
+            raise Unavailable(f"committing the deployment set failed: {exc}", reason="GITOPS_FAILED") from None
+        await session.execute(
+            deployments.update().where(deployments.c.id == row.id)
+            .values(set_hash=deployment_set.content_hash, gitops_commit=commit)
+        )
+        row = (await session.execute(select(deployments).where(deployments.c.id == row.id))).one()
+        response = specs_pb2.FinalizeDeploymentResponse(
+            set_hash=deployment_set.content_hash, commit=commit, deployment=_deployment_proto(row),
+            manifest=deployment_set.artifacts.get(f"k8s/{row.workload}/deployment.yaml", ""),
+        )
+        response.workload.update(json.loads(json.dumps(rendered, default=str)))
+        return response
 
     async def _get_run(self, name: str) -> engine_pb2.Run:
         engine = self.runtime.peers.stub("engine", engine_pb2_grpc.EngineServiceStub)

@@ -69,6 +69,21 @@ class LazyResourcesStub:
         return getattr(self._stub, method)
 
 
+class LazyStub:
+    """Any peer stub, made by ``factory()`` on first use (see :class:`LazyResourcesStub`)."""
+
+    def __init__(self, factory) -> None:
+        self._factory = factory
+        self._stub = None
+
+    def __getattr__(self, method: str):
+        if method.startswith("_"):
+            raise AttributeError(method)
+        if self._stub is None:
+            self._stub = self._factory()
+        return getattr(self._stub, method)
+
+
 def resources_stub(peers) -> LazyResourcesStub:
     return LazyResourcesStub(peers)
 

@@ -29,7 +29,7 @@ from innominatus.common.v1 import method_policy_pb2 as innominatus_dot_common_do
 from innominatus.engine.v1 import engine_pb2 as innominatus_dot_engine_dot_v1_dot_engine__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n innominatus/specs/v1/specs.proto\x12\x14innominatus.specs.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a)innominatus/common/v1/method_policy.proto\x1a\"innominatus/engine/v1/engine.proto\"\x97\x01\n\x07\x46inding\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x30\n\x08severity\x18\x02 \x01(\x0e\x32\x1e.innominatus.specs.v1.Severity\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0f\n\x07pointer\x18\x04 \x01(\t\x12\x0c\n\x04line\x18\x05 \x01(\x05\x12\x0e\n\x06\x63olumn\x18\x06 \x01(\x05\x12\x0c\n\x04hint\x18\x07 \x01(\t\"-\n\x17ValidateWorkloadRequest\x12\x12\n\nscore_yaml\x18\x01 \x01(\t\"l\n\x18ValidateWorkloadResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12/\n\x08\x66indings\x18\x02 \x03(\x0b\x32\x1d.innominatus.specs.v1.Finding\x12\x10\n\x08workload\x18\x03 \x01(\t\"\xe8\x01\n\nDeployment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x61pplication\x18\x02 \x01(\t\x12\x13\n\x0b\x65nvironment\x18\x03 \x01(\t\x12\x10\n\x08workload\x18\x04 \x01(\t\x12\x18\n\x10workload_version\x18\x05 \x01(\x05\x12\x14\n\x0c\x63ontent_hash\x18\x06 \x01(\t\x12\x0b\n\x03run\x18\x07 \x01(\t\x12\x0f\n\x07\x63reator\x18\x08 \x01(\t\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tresources\x18\n \x03(\t\"k\n\x17\x43reateDeploymentRequest\x12\x12\n\nscore_yaml\x18\x01 \x01(\t\x12\x13\n\x0b\x65nvironment\x18\x02 \x01(\t\x12\x13\n\x0b\x61pplication\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\xaa\x01\n\x18\x43reateDeploymentResponse\x12\x34\n\ndeployment\x18\x01 \x01(\x0b\x32 .innominatus.specs.v1.Deployment\x12\'\n\x03run\x18\x02 \x01(\x0b\x32\x1a.innominatus.engine.v1.Run\x12/\n\x08\x66indings\x18\x03 \x03(\x0b\x32\x1d.innominatus.specs.v1.Finding\"\xf1\x01\n\x0b\x41pplication\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tworkloads\x18\x02 \x03(\t\x12\x14\n\x0c\x65nvironments\x18\x03 \x03(\t\x12;\n\x11latest_deployment\x18\x04 \x01(\x0b\x32 .innominatus.specs.v1.Deployment\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x07 \x01(\t\"@\n\x17ListApplicationsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"l\n\x18ListApplicationsResponse\x12\x37\n\x0c\x61pplications\x18\x01 \x03(\x0b\x32!.innominatus.specs.v1.Application\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x15GetApplicationRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x87\x01\n\x16GetApplicationResponse\x12\x36\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32!.innominatus.specs.v1.Application\x12\x35\n\x0b\x64\x65ployments\x18\x02 \x03(\x0b\x32 .innominatus.specs.v1.Deployment\"\xaf\x01\n\x08Workload\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0elatest_version\x18\x02 \x01(\x05\x12\x1b\n\x13latest_content_hash\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9c\x01\n\x0fWorkloadVersion\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12\x14\n\x0c\x63ontent_hash\x18\x03 \x01(\t\x12\x0f\n\x07\x63reator\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nscore_yaml\x18\x06 \x01(\t\"=\n\x14ListWorkloadsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"c\n\x15ListWorkloadsResponse\x12\x31\n\tworkloads\x18\x01 \x03(\x0b\x32\x1e.innominatus.specs.v1.Workload\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"T\n\x1bListWorkloadVersionsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"y\n\x1cListWorkloadVersionsResponse\x12@\n\x11workload_versions\x18\x01 \x03(\x0b\x32%.innominatus.specs.v1.WorkloadVersion\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\")\n\x19GetWorkloadVersionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"]\n\x1aGetWorkloadVersionResponse\x12?\n\x10workload_version\x18\x01 \x01(\x0b\x32%.innominatus.specs.v1.WorkloadVersion\"I\n\x1b\x44iffWorkloadVersionsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x62\x61se\x18\x02 \x01(\x05\x12\x0e\n\x06target\x18\x03 \x01(\x05\"\xe4\x01\n\x06\x43hange\x12+\n\x02op\x18\x01 \x01(\x0e\x32\x1f.innominatus.specs.v1.Change.Op\x12\x0f\n\x07pointer\x18\x02 \x01(\t\x12)\n\told_value\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\x12)\n\tnew_value\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\"F\n\x02Op\x12\x12\n\x0eOP_UNSPECIFIED\x10\x00\x12\x0c\n\x08OP_ADDED\x10\x01\x12\x0e\n\nOP_REMOVED\x10\x02\x12\x0e\n\nOP_CHANGED\x10\x03\"\x91\x01\n\x1c\x44iffWorkloadVersionsResponse\x12\x14\n\x0c\x62\x61se_version\x18\x01 \x01(\t\x12\x16\n\x0etarget_version\x18\x02 \x01(\t\x12-\n\x07\x63hanges\x18\x03 \x03(\x0b\x32\x1c.innominatus.specs.v1.Change\x12\x14\n\x0cunified_diff\x18\x04 \x01(\t*a\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x12\n\x0eSEVERITY_ERROR\x10\x01\x12\x14\n\x10SEVERITY_WARNING\x10\x02\x12\x11\n\rSEVERITY_INFO\x10\x03\x32\x91\n\n\x0cSpecsService\x12\x98\x01\n\x10ValidateWorkload\x12-.innominatus.specs.v1.ValidateWorkloadRequest\x1a..innominatus.specs.v1.ValidateWorkloadResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/api/v1/workloads:validate:\x01*\x12\xb7\x01\n\x10\x43reateDeployment\x12-.innominatus.specs.v1.CreateDeploymentRequest\x1a..innominatus.specs.v1.CreateDeploymentResponse\"D\x92\x82\x19\"\x08\x01\x12\x12\x64\x65ployments.create\x1a\ndeployment\x82\xd3\xe4\x93\x02\x18\"\x13/api/v1/deployments:\x01*\x12\x8f\x01\n\x10ListApplications\x12-.innominatus.specs.v1.ListApplicationsRequest\x1a..innominatus.specs.v1.ListApplicationsResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/api/v1/applications\x12\x92\x01\n\x0eGetApplication\x12+.innominatus.specs.v1.GetApplicationRequest\x1a,.innominatus.specs.v1.GetApplicationResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/api/v1/{name=applications/*}\x12\x83\x01\n\rListWorkloads\x12*.innominatus.specs.v1.ListWorkloadsRequest\x1a+.innominatus.specs.v1.ListWorkloadsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/api/v1/workloads\x12\xac\x01\n\x14ListWorkloadVersions\x12\x31.innominatus.specs.v1.ListWorkloadVersionsRequest\x1a\x32.innominatus.specs.v1.ListWorkloadVersionsResponse\"-\x82\xd3\xe4\x93\x02\'\x12%/api/v1/{parent=workloads/*}/versions\x12\xa6\x01\n\x12GetWorkloadVersion\x12/.innominatus.specs.v1.GetWorkloadVersionRequest\x1a\x30.innominatus.specs.v1.GetWorkloadVersionResponse\"-\x82\xd3\xe4\x93\x02\'\x12%/api/v1/{name=workloads/*/versions/*}\x12\xa6\x01\n\x14\x44iffWorkloadVersions\x12\x31.innominatus.specs.v1.DiffWorkloadVersionsRequest\x1a\x32.innominatus.specs.v1.DiffWorkloadVersionsResponse\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/api/v1/{name=workloads/*}:diffBHZFgithub.com/innominatus/innominatus/gen/go/innominatus/specs/v1;specsv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n innominatus/specs/v1/specs.proto\x12\x14innominatus.specs.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a)innominatus/common/v1/method_policy.proto\x1a\"innominatus/engine/v1/engine.proto\"\x97\x01\n\x07\x46inding\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x30\n\x08severity\x18\x02 \x01(\x0e\x32\x1e.innominatus.specs.v1.Severity\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0f\n\x07pointer\x18\x04 \x01(\t\x12\x0c\n\x04line\x18\x05 \x01(\x05\x12\x0e\n\x06\x63olumn\x18\x06 \x01(\x05\x12\x0c\n\x04hint\x18\x07 \x01(\t\"-\n\x17ValidateWorkloadRequest\x12\x12\n\nscore_yaml\x18\x01 \x01(\t\"l\n\x18ValidateWorkloadResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12/\n\x08\x66indings\x18\x02 \x03(\x0b\x32\x1d.innominatus.specs.v1.Finding\x12\x10\n\x08workload\x18\x03 \x01(\t\"\x91\x02\n\nDeployment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x61pplication\x18\x02 \x01(\t\x12\x13\n\x0b\x65nvironment\x18\x03 \x01(\t\x12\x10\n\x08workload\x18\x04 \x01(\t\x12\x18\n\x10workload_version\x18\x05 \x01(\x05\x12\x14\n\x0c\x63ontent_hash\x18\x06 \x01(\t\x12\x0b\n\x03run\x18\x07 \x01(\t\x12\x0f\n\x07\x63reator\x18\x08 \x01(\t\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tresources\x18\n \x03(\t\x12\x10\n\x08set_hash\x18\x0b \x01(\t\x12\x15\n\rgitops_commit\x18\x0c \x01(\t\"i\n\x19\x46inalizeDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x31\n\x10resource_outputs\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0b\n\x03run\x18\x03 \x01(\t\"\xb1\x01\n\x1a\x46inalizeDeploymentResponse\x12\x10\n\x08set_hash\x18\x01 \x01(\t\x12\x0e\n\x06\x63ommit\x18\x02 \x01(\t\x12)\n\x08workload\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08manifest\x18\x04 \x01(\t\x12\x34\n\ndeployment\x18\x05 \x01(\x0b\x32 .innominatus.specs.v1.Deployment\"k\n\x17\x43reateDeploymentRequest\x12\x12\n\nscore_yaml\x18\x01 \x01(\t\x12\x13\n\x0b\x65nvironment\x18\x02 \x01(\t\x12\x13\n\x0b\x61pplication\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\xaa\x01\n\x18\x43reateDeploymentResponse\x12\x34\n\ndeployment\x18\x01 \x01(\x0b\x32 .innominatus.specs.v1.Deployment\x12\'\n\x03run\x18\x02 \x01(\x0b\x32\x1a.innominatus.engine.v1.Run\x12/\n\x08\x66indings\x18\x03 \x03(\x0b\x32\x1d.innominatus.specs.v1.Finding\"\xf1\x01\n\x0b\x41pplication\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tworkloads\x18\x02 \x03(\t\x12\x14\n\x0c\x65nvironments\x18\x03 \x03(\t\x12;\n\x11latest_deployment\x18\x04 \x01(\x0b\x32 .innominatus.specs.v1.Deployment\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x07 \x01(\t\"@\n\x17ListApplicationsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"l\n\x18ListApplicationsResponse\x12\x37\n\x0c\x61pplications\x18\x01 \x03(\x0b\x32!.innominatus.specs.v1.Application\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x15GetApplicationRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x87\x01\n\x16GetApplicationResponse\x12\x36\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32!.innominatus.specs.v1.Application\x12\x35\n\x0b\x64\x65ployments\x18\x02 \x03(\x0b\x32 .innominatus.specs.v1.Deployment\"\xaf\x01\n\x08Workload\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0elatest_version\x18\x02 \x01(\x05\x12\x1b\n\x13latest_content_hash\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9c\x01\n\x0fWorkloadVersion\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12\x14\n\x0c\x63ontent_hash\x18\x03 \x01(\t\x12\x0f\n\x07\x63reator\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nscore_yaml\x18\x06 \x01(\t\"=\n\x14ListWorkloadsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"c\n\x15ListWorkloadsResponse\x12\x31\n\tworkloads\x18\x01 \x03(\x0b\x32\x1e.innominatus.specs.v1.Workload\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"T\n\x1bListWorkloadVersionsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"y\n\x1cListWorkloadVersionsResponse\x12@\n\x11workload_versions\x18\x01 \x03(\x0b\x32%.innominatus.specs.v1.WorkloadVersion\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\")\n\x19GetWorkloadVersionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"]\n\x1aGetWorkloadVersionResponse\x12?\n\x10workload_version\x18\x01 \x01(\x0b\x32%.innominatus.specs.v1.WorkloadVersion\"I\n\x1b\x44iffWorkloadVersionsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x62\x61se\x18\x02 \x01(\x05\x12\x0e\n\x06target\x18\x03 \x01(\x05\"\xe4\x01\n\x06\x43hange\x12+\n\x02op\x18\x01 \x01(\x0e\x32\x1f.innominatus.specs.v1.Change.Op\x12\x0f\n\x07pointer\x18\x02 \x01(\t\x12)\n\told_value\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\x12)\n\tnew_value\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\"F\n\x02Op\x12\x12\n\x0eOP_UNSPECIFIED\x10\x00\x12\x0c\n\x08OP_ADDED\x10\x01\x12\x0e\n\nOP_REMOVED\x10\x02\x12\x0e\n\nOP_CHANGED\x10\x03\"\x91\x01\n\x1c\x44iffWorkloadVersionsResponse\x12\x14\n\x0c\x62\x61se_version\x18\x01 \x01(\t\x12\x16\n\x0etarget_version\x18\x02 \x01(\t\x12-\n\x07\x63hanges\x18\x03 \x03(\x0b\x32\x1c.innominatus.specs.v1.Change\x12\x14\n\x0cunified_diff\x18\x04 \x01(\t*a\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x12\n\x0eSEVERITY_ERROR\x10\x01\x12\x14\n\x10SEVERITY_WARNING\x10\x02\x12\x11\n\rSEVERITY_INFO\x10\x03\x32\xbf\x0b\n\x0cSpecsService\x12\x98\x01\n\x10ValidateWorkload\x12-.innominatus.specs.v1.ValidateWorkloadRequest\x1a..innominatus.specs.v1.ValidateWorkloadResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/api/v1/workloads:validate:\x01*\x12\xb7\x01\n\x10\x43reateDeployment\x12-.innominatus.specs.v1.CreateDeploymentRequest\x1a..innominatus.specs.v1.CreateDeploymentResponse\"D\x92\x82\x19\"\x08\x01\x12\x12\x64\x65ployments.create\x1a\ndeployment\x82\xd3\xe4\x93\x02\x18\"\x13/api/v1/deployments:\x01*\x12\xab\x01\n\x12\x46inalizeDeployment\x12/.innominatus.specs.v1.FinalizeDeploymentRequest\x1a\x30.innominatus.specs.v1.FinalizeDeploymentResponse\"2\x92\x82\x19.\x08\x01\x12\x14\x64\x65ployments.finalize\x1a\ndeployment\"\x06\x65ngine0\x01\x12\x8f\x01\n\x10ListApplications\x12-.innominatus.specs.v1.ListApplicationsRequest\x1a..innominatus.specs.v1.ListApplicationsResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/api/v1/applications\x12\x92\x01\n\x0eGetApplication\x12+.innominatus.specs.v1.GetApplicationRequest\x1a,.innominatus.specs.v1.GetApplicationResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/api/v1/{name=applications/*}\x12\x83\x01\n\rListWorkloads\x12*.innominatus.specs.v1.ListWorkloadsRequest\x1a+.innominatus.specs.v1.ListWorkloadsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/api/v1/workloads\x12\xac\x01\n\x14ListWorkloadVersions\x12\x31.innominatus.specs.v1.ListWorkloadVersionsRequest\x1a\x32.innominatus.specs.v1.ListWorkloadVersionsResponse\"-\x82\xd3\xe4\x93\x02\'\x12%/api/v1/{parent=workloads/*}/versions\x12\xa6\x01\n\x12GetWorkloadVersion\x12/.innominatus.specs.v1.GetWorkloadVersionRequest\x1a\x30.innominatus.specs.v1.GetWorkloadVersionResponse\"-\x82\xd3\xe4\x93\x02\'\x12%/api/v1/{name=workloads/*/versions/*}\x12\xa6\x01\n\x14\x44iffWorkloadVersions\x12\x31.innominatus.specs.v1.DiffWorkloadVersionsRequest\x1a\x32.innominatus.specs.v1.DiffWorkloadVersionsResponse\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/api/v1/{name=workloads/*}:diffBHZFgithub.com/innominatus/innominatus/gen/go/innominatus/specs/v1;specsv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,6 +41,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SPECSSERVICE'].methods_by_name['ValidateWorkload']._serialized_options = b'\202\323\344\223\002\037\"\032/api/v1/workloads:validate:\001*'
   _globals['_SPECSSERVICE'].methods_by_name['CreateDeployment']._loaded_options = None
   _globals['_SPECSSERVICE'].methods_by_name['CreateDeployment']._serialized_options = b'\222\202\031\"\010\001\022\022deployments.create\032\ndeployment\202\323\344\223\002\030\"\023/api/v1/deployments:\001*'
+  _globals['_SPECSSERVICE'].methods_by_name['FinalizeDeployment']._loaded_options = None
+  _globals['_SPECSSERVICE'].methods_by_name['FinalizeDeployment']._serialized_options = b'\222\202\031.\010\001\022\024deployments.finalize\032\ndeployment\"\006engine0\001'
   _globals['_SPECSSERVICE'].methods_by_name['ListApplications']._loaded_options = None
   _globals['_SPECSSERVICE'].methods_by_name['ListApplications']._serialized_options = b'\202\323\344\223\002\026\022\024/api/v1/applications'
   _globals['_SPECSSERVICE'].methods_by_name['GetApplication']._loaded_options = None
@@ -53,8 +55,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SPECSSERVICE'].methods_by_name['GetWorkloadVersion']._serialized_options = b'\202\323\344\223\002\'\022%/api/v1/{name=workloads/*/versions/*}'
   _globals['_SPECSSERVICE'].methods_by_name['DiffWorkloadVersions']._loaded_options = None
   _globals['_SPECSSERVICE'].methods_by_name['DiffWorkloadVersions']._serialized_options = b'\202\323\344\223\002!\022\037/api/v1/{name=workloads/*}:diff'
-  _globals['_SEVERITY']._serialized_start=2957
-  _globals['_SEVERITY']._serialized_end=3054
+  _globals['_SEVERITY']._serialized_start=3285
+  _globals['_SEVERITY']._serialized_end=3382
   _globals['_FINDING']._serialized_start=231
   _globals['_FINDING']._serialized_end=382
   _globals['_VALIDATEWORKLOADREQUEST']._serialized_start=384
@@ -62,45 +64,49 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VALIDATEWORKLOADRESPONSE']._serialized_start=431
   _globals['_VALIDATEWORKLOADRESPONSE']._serialized_end=539
   _globals['_DEPLOYMENT']._serialized_start=542
-  _globals['_DEPLOYMENT']._serialized_end=774
-  _globals['_CREATEDEPLOYMENTREQUEST']._serialized_start=776
-  _globals['_CREATEDEPLOYMENTREQUEST']._serialized_end=883
-  _globals['_CREATEDEPLOYMENTRESPONSE']._serialized_start=886
-  _globals['_CREATEDEPLOYMENTRESPONSE']._serialized_end=1056
-  _globals['_APPLICATION']._serialized_start=1059
-  _globals['_APPLICATION']._serialized_end=1300
-  _globals['_LISTAPPLICATIONSREQUEST']._serialized_start=1302
-  _globals['_LISTAPPLICATIONSREQUEST']._serialized_end=1366
-  _globals['_LISTAPPLICATIONSRESPONSE']._serialized_start=1368
-  _globals['_LISTAPPLICATIONSRESPONSE']._serialized_end=1476
-  _globals['_GETAPPLICATIONREQUEST']._serialized_start=1478
-  _globals['_GETAPPLICATIONREQUEST']._serialized_end=1515
-  _globals['_GETAPPLICATIONRESPONSE']._serialized_start=1518
-  _globals['_GETAPPLICATIONRESPONSE']._serialized_end=1653
-  _globals['_WORKLOAD']._serialized_start=1656
-  _globals['_WORKLOAD']._serialized_end=1831
-  _globals['_WORKLOADVERSION']._serialized_start=1834
-  _globals['_WORKLOADVERSION']._serialized_end=1990
-  _globals['_LISTWORKLOADSREQUEST']._serialized_start=1992
-  _globals['_LISTWORKLOADSREQUEST']._serialized_end=2053
-  _globals['_LISTWORKLOADSRESPONSE']._serialized_start=2055
-  _globals['_LISTWORKLOADSRESPONSE']._serialized_end=2154
-  _globals['_LISTWORKLOADVERSIONSREQUEST']._serialized_start=2156
-  _globals['_LISTWORKLOADVERSIONSREQUEST']._serialized_end=2240
-  _globals['_LISTWORKLOADVERSIONSRESPONSE']._serialized_start=2242
-  _globals['_LISTWORKLOADVERSIONSRESPONSE']._serialized_end=2363
-  _globals['_GETWORKLOADVERSIONREQUEST']._serialized_start=2365
-  _globals['_GETWORKLOADVERSIONREQUEST']._serialized_end=2406
-  _globals['_GETWORKLOADVERSIONRESPONSE']._serialized_start=2408
-  _globals['_GETWORKLOADVERSIONRESPONSE']._serialized_end=2501
-  _globals['_DIFFWORKLOADVERSIONSREQUEST']._serialized_start=2503
-  _globals['_DIFFWORKLOADVERSIONSREQUEST']._serialized_end=2576
-  _globals['_CHANGE']._serialized_start=2579
-  _globals['_CHANGE']._serialized_end=2807
-  _globals['_CHANGE_OP']._serialized_start=2737
-  _globals['_CHANGE_OP']._serialized_end=2807
-  _globals['_DIFFWORKLOADVERSIONSRESPONSE']._serialized_start=2810
-  _globals['_DIFFWORKLOADVERSIONSRESPONSE']._serialized_end=2955
-  _globals['_SPECSSERVICE']._serialized_start=3057
-  _globals['_SPECSSERVICE']._serialized_end=4354
+  _globals['_DEPLOYMENT']._serialized_end=815
+  _globals['_FINALIZEDEPLOYMENTREQUEST']._serialized_start=817
+  _globals['_FINALIZEDEPLOYMENTREQUEST']._serialized_end=922
+  _globals['_FINALIZEDEPLOYMENTRESPONSE']._serialized_start=925
+  _globals['_FINALIZEDEPLOYMENTRESPONSE']._serialized_end=1102
+  _globals['_CREATEDEPLOYMENTREQUEST']._serialized_start=1104
+  _globals['_CREATEDEPLOYMENTREQUEST']._serialized_end=1211
+  _globals['_CREATEDEPLOYMENTRESPONSE']._serialized_start=1214
+  _globals['_CREATEDEPLOYMENTRESPONSE']._serialized_end=1384
+  _globals['_APPLICATION']._serialized_start=1387
+  _globals['_APPLICATION']._serialized_end=1628
+  _globals['_LISTAPPLICATIONSREQUEST']._serialized_start=1630
+  _globals['_LISTAPPLICATIONSREQUEST']._serialized_end=1694
+  _globals['_LISTAPPLICATIONSRESPONSE']._serialized_start=1696
+  _globals['_LISTAPPLICATIONSRESPONSE']._serialized_end=1804
+  _globals['_GETAPPLICATIONREQUEST']._serialized_start=1806
+  _globals['_GETAPPLICATIONREQUEST']._serialized_end=1843
+  _globals['_GETAPPLICATIONRESPONSE']._serialized_start=1846
+  _globals['_GETAPPLICATIONRESPONSE']._serialized_end=1981
+  _globals['_WORKLOAD']._serialized_start=1984
+  _globals['_WORKLOAD']._serialized_end=2159
+  _globals['_WORKLOADVERSION']._serialized_start=2162
+  _globals['_WORKLOADVERSION']._serialized_end=2318
+  _globals['_LISTWORKLOADSREQUEST']._serialized_start=2320
+  _globals['_LISTWORKLOADSREQUEST']._serialized_end=2381
+  _globals['_LISTWORKLOADSRESPONSE']._serialized_start=2383
+  _globals['_LISTWORKLOADSRESPONSE']._serialized_end=2482
+  _globals['_LISTWORKLOADVERSIONSREQUEST']._serialized_start=2484
+  _globals['_LISTWORKLOADVERSIONSREQUEST']._serialized_end=2568
+  _globals['_LISTWORKLOADVERSIONSRESPONSE']._serialized_start=2570
+  _globals['_LISTWORKLOADVERSIONSRESPONSE']._serialized_end=2691
+  _globals['_GETWORKLOADVERSIONREQUEST']._serialized_start=2693
+  _globals['_GETWORKLOADVERSIONREQUEST']._serialized_end=2734
+  _globals['_GETWORKLOADVERSIONRESPONSE']._serialized_start=2736
+  _globals['_GETWORKLOADVERSIONRESPONSE']._serialized_end=2829
+  _globals['_DIFFWORKLOADVERSIONSREQUEST']._serialized_start=2831
+  _globals['_DIFFWORKLOADVERSIONSREQUEST']._serialized_end=2904
+  _globals['_CHANGE']._serialized_start=2907
+  _globals['_CHANGE']._serialized_end=3135
+  _globals['_CHANGE_OP']._serialized_start=3065
+  _globals['_CHANGE_OP']._serialized_end=3135
+  _globals['_DIFFWORKLOADVERSIONSRESPONSE']._serialized_start=3138
+  _globals['_DIFFWORKLOADVERSIONSRESPONSE']._serialized_end=3283
+  _globals['_SPECSSERVICE']._serialized_start=3385
+  _globals['_SPECSSERVICE']._serialized_end=4856
 # @@protoc_insertion_point(module_scope)

@@ -60,7 +60,7 @@ class ValidateWorkloadResponse(_message.Message):
     def __init__(self, valid: _Optional[bool] = ..., findings: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ..., workload: _Optional[str] = ...) -> None: ...
 
 class Deployment(_message.Message):
-    __slots__ = ("name", "application", "environment", "workload", "workload_version", "content_hash", "run", "creator", "create_time", "resources")
+    __slots__ = ("name", "application", "environment", "workload", "workload_version", "content_hash", "run", "creator", "create_time", "resources", "set_hash", "gitops_commit")
     NAME_FIELD_NUMBER: _ClassVar[int]
     APPLICATION_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
@@ -71,6 +71,8 @@ class Deployment(_message.Message):
     CREATOR_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    SET_HASH_FIELD_NUMBER: _ClassVar[int]
+    GITOPS_COMMIT_FIELD_NUMBER: _ClassVar[int]
     name: str
     application: str
     environment: str
@@ -81,7 +83,33 @@ class Deployment(_message.Message):
     creator: str
     create_time: _timestamp_pb2.Timestamp
     resources: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., application: _Optional[str] = ..., environment: _Optional[str] = ..., workload: _Optional[str] = ..., workload_version: _Optional[int] = ..., content_hash: _Optional[str] = ..., run: _Optional[str] = ..., creator: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resources: _Optional[_Iterable[str]] = ...) -> None: ...
+    set_hash: str
+    gitops_commit: str
+    def __init__(self, name: _Optional[str] = ..., application: _Optional[str] = ..., environment: _Optional[str] = ..., workload: _Optional[str] = ..., workload_version: _Optional[int] = ..., content_hash: _Optional[str] = ..., run: _Optional[str] = ..., creator: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resources: _Optional[_Iterable[str]] = ..., set_hash: _Optional[str] = ..., gitops_commit: _Optional[str] = ...) -> None: ...
+
+class FinalizeDeploymentRequest(_message.Message):
+    __slots__ = ("name", "resource_outputs", "run")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_OUTPUTS_FIELD_NUMBER: _ClassVar[int]
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    resource_outputs: _struct_pb2.Struct
+    run: str
+    def __init__(self, name: _Optional[str] = ..., resource_outputs: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., run: _Optional[str] = ...) -> None: ...
+
+class FinalizeDeploymentResponse(_message.Message):
+    __slots__ = ("set_hash", "commit", "workload", "manifest", "deployment")
+    SET_HASH_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
+    WORKLOAD_FIELD_NUMBER: _ClassVar[int]
+    MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    set_hash: str
+    commit: str
+    workload: _struct_pb2.Struct
+    manifest: str
+    deployment: Deployment
+    def __init__(self, set_hash: _Optional[str] = ..., commit: _Optional[str] = ..., workload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., manifest: _Optional[str] = ..., deployment: _Optional[_Union[Deployment, _Mapping]] = ...) -> None: ...
 
 class CreateDeploymentRequest(_message.Message):
     __slots__ = ("score_yaml", "environment", "application", "request_id")

@@ -45,6 +45,11 @@ class SpecsServiceStub:
                 request_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.CreateDeploymentRequest.SerializeToString,
                 response_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.CreateDeploymentResponse.FromString,
                 _registered_method=True)
+        self.FinalizeDeployment = channel.unary_unary(
+                '/innominatus.specs.v1.SpecsService/FinalizeDeployment',
+                request_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.FinalizeDeploymentRequest.SerializeToString,
+                response_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.FinalizeDeploymentResponse.FromString,
+                _registered_method=True)
         self.ListApplications = channel.unary_unary(
                 '/innominatus.specs.v1.SpecsService/ListApplications',
                 request_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.ListApplicationsRequest.SerializeToString,
@@ -91,6 +96,15 @@ class SpecsServiceServicer:
     def CreateDeployment(self, request, context):
         """Validates the workload, records the resources it needs and starts the deploy
         workflow. Returns at once; follow the run to see it finish.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FinalizeDeployment(self, request, context):
+        """Renders a deployment's workload with the outputs of its provisioned resources into an
+        immutable deployment set and commits it to the environment's GitOps repository. Called by
+        the engine's deploy workflow (its `render` step) on its own behalf.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -149,6 +163,11 @@ def add_SpecsServiceServicer_to_server(servicer, server):
                     servicer.CreateDeployment,
                     request_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.CreateDeploymentRequest.FromString,
                     response_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.CreateDeploymentResponse.SerializeToString,
+            ),
+            'FinalizeDeployment': grpc.unary_unary_rpc_method_handler(
+                    servicer.FinalizeDeployment,
+                    request_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.FinalizeDeploymentRequest.FromString,
+                    response_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.FinalizeDeploymentResponse.SerializeToString,
             ),
             'ListApplications': grpc.unary_unary_rpc_method_handler(
                     servicer.ListApplications,
@@ -236,6 +255,33 @@ class SpecsService:
             '/innominatus.specs.v1.SpecsService/CreateDeployment',
             innominatus_dot_specs_dot_v1_dot_specs__pb2.CreateDeploymentRequest.SerializeToString,
             innominatus_dot_specs_dot_v1_dot_specs__pb2.CreateDeploymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FinalizeDeployment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/innominatus.specs.v1.SpecsService/FinalizeDeployment',
+            innominatus_dot_specs_dot_v1_dot_specs__pb2.FinalizeDeploymentRequest.SerializeToString,
+            innominatus_dot_specs_dot_v1_dot_specs__pb2.FinalizeDeploymentResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,11 @@ class SpecsServiceStub:
     """Validates the workload, records the resources it needs and starts the deploy
     workflow. Returns at once; follow the run to see it finish.
     """
+    FinalizeDeployment: _grpc.UnaryUnaryMultiCallable[_specs_pb2.FinalizeDeploymentRequest, _specs_pb2.FinalizeDeploymentResponse]
+    """Renders a deployment's workload with the outputs of its provisioned resources into an
+    immutable deployment set and commits it to the environment's GitOps repository. Called by
+    the engine's deploy workflow (its `render` step) on its own behalf.
+    """
     ListApplications: _grpc.UnaryUnaryMultiCallable[_specs_pb2.ListApplicationsRequest, _specs_pb2.ListApplicationsResponse]
     GetApplication: _grpc.UnaryUnaryMultiCallable[_specs_pb2.GetApplicationRequest, _specs_pb2.GetApplicationResponse]
     ListWorkloads: _grpc.UnaryUnaryMultiCallable[_specs_pb2.ListWorkloadsRequest, _specs_pb2.ListWorkloadsResponse]
@@ -62,6 +67,11 @@ class SpecsServiceAsyncStub(SpecsServiceStub):
     CreateDeployment: _aio.UnaryUnaryMultiCallable[_specs_pb2.CreateDeploymentRequest, _specs_pb2.CreateDeploymentResponse]  # type: ignore[assignment]
     """Validates the workload, records the resources it needs and starts the deploy
     workflow. Returns at once; follow the run to see it finish.
+    """
+    FinalizeDeployment: _aio.UnaryUnaryMultiCallable[_specs_pb2.FinalizeDeploymentRequest, _specs_pb2.FinalizeDeploymentResponse]  # type: ignore[assignment]
+    """Renders a deployment's workload with the outputs of its provisioned resources into an
+    immutable deployment set and commits it to the environment's GitOps repository. Called by
+    the engine's deploy workflow (its `render` step) on its own behalf.
     """
     ListApplications: _aio.UnaryUnaryMultiCallable[_specs_pb2.ListApplicationsRequest, _specs_pb2.ListApplicationsResponse]  # type: ignore[assignment]
     GetApplication: _aio.UnaryUnaryMultiCallable[_specs_pb2.GetApplicationRequest, _specs_pb2.GetApplicationResponse]  # type: ignore[assignment]
@@ -95,6 +105,17 @@ class SpecsServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_specs_pb2.CreateDeploymentResponse, _abc.Awaitable[_specs_pb2.CreateDeploymentResponse]]:
         """Validates the workload, records the resources it needs and starts the deploy
         workflow. Returns at once; follow the run to see it finish.
+        """
+
+    @_abc_1.abstractmethod
+    def FinalizeDeployment(
+        self,
+        request: _specs_pb2.FinalizeDeploymentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_specs_pb2.FinalizeDeploymentResponse, _abc.Awaitable[_specs_pb2.FinalizeDeploymentResponse]]:
+        """Renders a deployment's workload with the outputs of its provisioned resources into an
+        immutable deployment set and commits it to the environment's GitOps repository. Called by
+        the engine's deploy workflow (its `render` step) on its own behalf.
         """
 
     @_abc_1.abstractmethod
