@@ -38,7 +38,7 @@ from innominatus.engine.expressions import WORKFLOW_FIELDS, ExpressionError, com
 from innominatus.engine.model import WORKFLOW_API_VERSION, ParamDef, RetryPolicy, StepDef, WorkflowDef
 from innominatus.kit.errors import FieldViolation, InvalidArgument
 from innominatus.kit.interpolation import PlaceholderError, find_placeholders
-from innominatus.specs.findings import ERROR, Finding  # one finding shape for every validator
+from innominatus.kit.findings import ERROR, Finding  # one finding shape for every validator
 
 MAX_DOCUMENT_BYTES = 512 * 1024
 MAX_DEPTH = 64

@@ -37,7 +37,7 @@ from typing import Any, Callable, Mapping
 
 import yaml
 
-from innominatus.resources.secrets import is_secret_ref
+from innominatus.kit.secretrefs import is_secret_ref
 from innominatus.specs.deployment_sets import DeploymentSetError, inputs_hash, resource_for, thaw
 from innominatus.specs.render import RenderError, render_workload
 
@@ -158,7 +158,7 @@ class _Secrets:
 
 
 def _ref_name(ref: str, taken: dict[str, str]) -> str:
-    from innominatus.resources.secrets import parse_ref  # noqa: PLC0415
+    from innominatus.kit.secretrefs import parse_ref  # noqa: PLC0415
 
     parsed = parse_ref(ref)
     base = "s_" + re.sub(r"[^a-z0-9]+", "_", f"{parsed.path}_{parsed.key}".lower()).strip("_")
@@ -356,7 +356,7 @@ def _kubernetes(application: str, environment: str, workload: str, document: dic
 
 
 def _external_secret(name: str, workload: str, application: str, digest: str, secrets: _Secrets) -> dict:
-    from innominatus.resources.secrets import parse_ref  # noqa: PLC0415
+    from innominatus.kit.secretrefs import parse_ref  # noqa: PLC0415
 
     taken: dict[str, str] = {}
     data = []

@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping
 
-from innominatus.resources.secrets import is_secret_ref
+from innominatus.kit.secretrefs import is_secret_ref
 from innominatus.specs.diff import Change, diff_documents, escape
 
 __all__ = [

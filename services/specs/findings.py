@@ -8,10 +8,10 @@ valid workloads. Never renumber or reuse a code: users grep for them.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable
 
-ERROR, WARNING, INFO = "error", "warning", "info"
+from innominatus.kit.findings import ERROR, INFO, WARNING, Finding  # noqa: F401 - the Score validator's names
 
 # Stable finding codes and what they mean (documented in docs/score.md).
 CODES = {
@@ -70,20 +70,6 @@ TOP_LEVEL_HINTS = {
     "workflows": "name the golden path in metadata.annotations: innominatus.dev/golden-path: deploy-app",
     "workflow": "name the golden path in metadata.annotations: innominatus.dev/golden-path: deploy-app",
 }
-
-
-@dataclass
-class Finding:
-    code: str
-    severity: str
-    message: str
-    pointer: str = ""
-    line: int = 0
-    column: int = 0
-    hint: str = ""
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass

@@ -32,7 +32,7 @@ from innominatus.kit.names import check_name
 from innominatus.kit.pagination import page_size
 from innominatus.kit.server import Runtime, ServiceDefinition
 from innominatus.kit import times
-from innominatus.resources.secrets import is_secret_ref
+from innominatus.kit.secretrefs import is_secret_ref
 from innominatus.resources.v1 import resources_pb2, resources_pb2_grpc
 from innominatus.specs import diff as specdiff
 from innominatus.specs import gitops, models

@@ -245,7 +245,9 @@ def require_config(ctx: ProvisionContext, key: str, driver: str, example: str) -
     if value in (None, ""):
         raise ProvisionError(
             f"the {driver} driver of resource {ctx.resource_id} needs config.{key} in its resource "
-            f"definition (e.g. {example})",
+            f"definition (e.g. {example})"
+            + (f"; the built-in definition reads it from INNOMINATUS_{driver.upper()}_ADMIN_URL"
+               if key == "admin_url" and driver in ("postgres", "redis") else ""),
             retryable=False,
             reason="DRIVER_MISCONFIGURED",
         )
