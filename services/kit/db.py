@@ -56,6 +56,10 @@ class Database:
         self.schema = service if self.is_postgres else None
         options = {"schema_translate_map": {None: self.schema}} if self.is_postgres else {}
         kwargs: dict = {"execution_options": options, "pool_pre_ping": True}
+        if self.is_postgres:
+            # Room for an RPC's unit of work plus the extra connections some handlers take
+            # (locks, outbox relay, workers) under concurrent load.
+            kwargs.update(pool_size=10, max_overflow=20, pool_timeout=60)
         if not self.is_postgres:
             database = make_url(self.url).database
             if database and database != ":memory:":

@@ -17,6 +17,7 @@ See docs/resources.md.
 from __future__ import annotations
 
 import asyncio
+import os
 import dataclasses
 import hashlib
 import importlib
@@ -232,11 +233,21 @@ async def _protos(session, rows) -> list[resources_pb2.Resource]:
     return [_to_proto(r, claims.get(r.id), history.get(r.id)) for r in rows]
 
 
+# Provisions one resources process runs at once (INNOMINATUS_RESOURCES_PARALLEL_PROVISIONS).
+PARALLEL_PROVISIONS = 4
+
+
 class ResourcesServicer(resources_pb2_grpc.ResourcesServiceServicer):
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
         self._store = None
         self._local_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        # A provision holds a database connection for its instance lock and needs more while it
+        # works; unbounded parallel provisions (a deploy with many resources) would exhaust the
+        # connection pool with lock holders each waiting for one more. Extra calls queue here.
+        self._slots = asyncio.Semaphore(
+            max(1, int(os.environ.get("INNOMINATUS_RESOURCES_PARALLEL_PROVISIONS", str(PARALLEL_PROVISIONS))))
+        )
 
     # -- helpers --------------------------------------------------------------------------
 
@@ -250,7 +261,13 @@ class ResourcesServicer(resources_pb2_grpc.ResourcesServiceServicer):
 
     @asynccontextmanager
     async def _instance_lock(self, rid: str):
-        """One provision / deprovision of an instance at a time, across processes on PostgreSQL."""
+        """One provision / deprovision of an instance at a time, across processes on PostgreSQL,
+        and at most PARALLEL_PROVISIONS at once in this process."""
+        async with self._slots, self._locked(rid):
+            yield
+
+    @asynccontextmanager
+    async def _locked(self, rid: str):
         database = self.runtime.db
         if database is not None and database.is_postgres:
             key = f"innominatus:resource:{rid}"
