@@ -53,6 +53,7 @@ role_permissions := {
 		"apikeys.create",
 		"apikeys.revoke",
 		"deployments.create",
+		"deployments.rollback",
 		"runs.start",
 		"runs.cancel",
 		"runs.retry",
@@ -74,6 +75,7 @@ role_permissions := {
 		"apikeys.create",
 		"apikeys.revoke",
 		"deployments.create",
+		"deployments.rollback",
 		"runs.start",
 		"runs.cancel",
 		"runs.retry",
@@ -92,6 +94,7 @@ role_permissions := {
 	},
 	"developer": {
 		"deployments.create",
+		"deployments.rollback",
 		"runs.start",
 		"runs.cancel",
 		"runs.retry",
@@ -113,6 +116,8 @@ known_permissions := {
 	"apikeys.create",
 	"apikeys.revoke",
 	"deployments.create",
+	# Rolling an application back to an earlier deployment set (a new deployment on the engine).
+	"deployments.rollback",
 	"runs.start",
 	"runs.cancel",
 	"runs.retry",

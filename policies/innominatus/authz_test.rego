@@ -97,8 +97,8 @@ test_admin_may_not_append_audit if {
 
 test_platform_engineer_grants if {
 	every p in {
-		"teams.update", "apikeys.create", "apikeys.revoke", "deployments.create", "runs.start", "resources.claim",
-		"runs.cancel", "runs.retry", "runs.pause", "runs.resume", "runs.approve", "goldenpaths.run", "goldenpaths.publish",
+		"teams.update", "apikeys.create", "apikeys.revoke", "deployments.create", "deployments.rollback", "runs.start",
+		"resources.claim", "runs.cancel", "runs.retry", "runs.pause", "runs.resume", "runs.approve", "goldenpaths.run", "goldenpaths.publish",
 		"resourcedefinitions.write",
 	} {
 		allowed(req(user("pat", ["platform-engineer"]), "gateway", p))
@@ -120,8 +120,8 @@ test_platform_engineer_may_not_manage_users_or_create_teams if {
 
 test_developer_grants if {
 	every p in {
-		"deployments.create", "runs.start", "resources.claim", "apikeys.create", "apikeys.revoke",
-		"runs.cancel", "runs.retry", "runs.pause", "runs.resume", "goldenpaths.run",
+		"deployments.create", "deployments.rollback", "runs.start", "resources.claim", "apikeys.create",
+		"apikeys.revoke", "runs.cancel", "runs.retry", "runs.pause", "runs.resume", "goldenpaths.run",
 	} {
 		allowed(req(user("alice", ["developer"]), "gateway", p))
 	}
@@ -144,6 +144,19 @@ test_viewer_has_no_mutations if {
 			req(user("bob", ["viewer"]), "gateway", p),
 			sprintf(`role "viewer" of user "bob" does not grant "%s"`, [p]),
 		)
+	}
+}
+
+test_viewer_may_not_roll_back if {
+	denied_with(
+		req(user("bob", ["viewer"]), "gateway", "deployments.rollback"),
+		`role "viewer" of user "bob" does not grant "deployments.rollback"`,
+	)
+}
+
+test_rollback_roles if {
+	every r in {"admin", "platform-engineer", "developer"} {
+		allowed(req(user("x", [r]), "gateway", "deployments.rollback"))
 	}
 }
 

@@ -204,6 +204,30 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--unified", "-u", action="store_true", help="print `diff -u` of the sources instead of a table")
     p.set_defaults(func=cmd_workloads_diff)
 
+    # deployments (deployment sets: list, get, diff, rollback)
+    deployments = _group(sub, "deployments", "deployments and their deployment sets: list, get, diff, rollback")
+    p = _leaf(deployments, "list", "list deployments, newest first")
+    p.add_argument("--app", "-a", help="only deployments of this application")
+    p.add_argument("--env", "-e", help="only deployments to this environment")
+    p.add_argument("--limit", type=_positive_int, default=100, help="at most this many (default 100)")
+    p.set_defaults(func=cmd_deployments_list)
+    p = _leaf(deployments, "get", "show a deployment and its deployment set")
+    p.add_argument("name", metavar="NAME", help="deployment name (`deployments/ID` or `ID`)")
+    p.set_defaults(func=cmd_deployments_get)
+    p = _leaf(deployments, "diff", "show what changed between the deployment sets of two deployments")
+    p.add_argument("base", metavar="A", help="deployment to compare from")
+    p.add_argument("target", metavar="B", help="deployment to compare to")
+    p.add_argument("--specs-only", action="store_true", help="compare workloads and resources, not the artifacts")
+    p.set_defaults(func=cmd_deployments_diff)
+    p = _leaf(deployments, "rollback", "deploy an earlier deployment's set again (a new deployment)")
+    p.add_argument("name", metavar="TO", help="the earlier deployment (`deployments/ID` or `ID`)")
+    p.add_argument("--reason", "-r", default="", help="why (recorded in the GitOps commit)")
+    p.add_argument("--wait", "-w", action="store_true", help="follow the run until it finishes")
+    p.add_argument("--timeout", type=_positive_float, default=600.0, metavar="SECONDS",
+                   help="give up waiting after this long (default 600; exit code 7)")
+    p.add_argument("--interval", type=_positive_float, default=1.0, metavar="SECONDS", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_deployments_rollback)
+
     # runs
     runs = _group(sub, "runs", "workflow runs")
     p = _leaf(runs, "list", "list runs, newest first")
@@ -1011,6 +1035,121 @@ def cmd_workloads_diff(args: argparse.Namespace) -> int:
 
     output.emit(response, fmt, table)
     return EXIT_OK
+
+
+# -- deployments ------------------------------------------------------------------------
+
+DEPLOYMENT_LIST_COLUMNS: list[output.Column] = [
+    ("DEPLOYMENT", lambda d: short(d.get("name"))),
+    ("APP", lambda d: short(d.get("application"))),
+    ("ENV", lambda d: d.get("environment")),
+    ("WORKLOAD", lambda d: d.get("workload")),
+    ("VERSION", lambda d: d.get("workloadVersion")),
+    ("SET", lambda d: (d.get("setHash") or "")[:12]),
+    ("COMMIT", lambda d: (d.get("gitopsCommit") or "")[:12]),
+    ("ROLLBACK OF", lambda d: short(d.get("rollbackOf"))),
+    ("CREATOR", lambda d: d.get("creator")),
+    ("CREATED", lambda d: when(d.get("createTime"))),
+]
+
+
+def _deployment_path(name: str) -> str:
+    return f"/api/v1/deployments/{segment(name, 'deployments')}"
+
+
+def cmd_deployments_list(args: argparse.Namespace) -> int:
+    params = {"application": short(args.app) if args.app else None, "environment": args.env or None}
+    with _client() as client:
+        items = client.paginate("/api/v1/deployments", "deployments", params=params, limit=args.limit)
+    output.emit({"deployments": items}, _fmt(args),
+                lambda: print_table(items, DEPLOYMENT_LIST_COLUMNS, empty="No deployments found."))
+    return EXIT_OK
+
+
+def cmd_deployments_get(args: argparse.Namespace) -> int:
+    with _client() as client:
+        response = client.get(_deployment_path(args.name))
+    deployment = response.get("deployment") or {}
+    summary = response.get("deploymentSet") or {}
+
+    def table() -> None:
+        print_fields(
+            [
+                ("Deployment", deployment.get("name")),
+                ("Application", short(deployment.get("application"))),
+                ("Environment", deployment.get("environment")),
+                ("Workload", f"{deployment.get('workload', '-')} (version {deployment.get('workloadVersion', '-')})"),
+                ("Run", deployment.get("run")),
+                ("Rollback of", deployment.get("rollbackOf")),
+                ("Creator", deployment.get("creator")),
+                ("Created", when(deployment.get("createTime"))),
+                ("Set hash", summary.get("hash")),
+                ("Parent", summary.get("parent")),
+                ("Commit", summary.get("commit")),
+                ("Workloads", summary.get("workloads")),
+                ("Resources", summary.get("resources")),
+                ("Artifacts", summary.get("artifacts")),
+                ("Reason", summary.get("reason")),
+            ]
+        )
+
+    output.emit(response, _fmt(args), table)
+    return EXIT_OK
+
+
+def cmd_deployments_diff(args: argparse.Namespace) -> int:
+    params: dict[str, Any] = {"other": f"deployments/{segment(args.target, 'deployments')}"}
+    if args.specs_only:
+        params["specsOnly"] = "true"
+    with _client() as client:
+        response = client.get(f"{_deployment_path(args.base)}:diff", params)
+    changes = response.get("changes") or []
+    output.emit(response, _fmt(args), lambda: print_table(
+        changes, CHANGE_COLUMNS, empty=f"No differences between {short(args.base)} and {short(args.target)}."))
+    return EXIT_OK
+
+
+def cmd_deployments_rollback(args: argparse.Namespace) -> int:
+    body = {"reason": args.reason, "requestId": str(uuid.uuid4())}
+    fmt = _fmt(args)
+    with _client() as client:
+        response = client.post(f"{_deployment_path(args.name)}:rollback", body)
+        deployment = response.get("deployment") or {}
+        run = response.get("run") or {}
+        if args.wait:
+            if fmt == "table":
+                print(f"rollback {deployment.get('name', '?')} created; following {run.get('name', '?')}",
+                      file=sys.stderr)
+            run = wait_for_run(client, run, timeout=args.timeout, interval=args.interval)
+            response["run"] = run
+            if run.get("state") == "RUN_STATE_SUCCEEDED":
+                response["deployment"] = deployment = client.get(
+                    _deployment_path(deployment.get("name", ""))).get("deployment") or deployment
+
+    def table() -> None:
+        print_fields(
+            [
+                ("Deployment", deployment.get("name")),
+                ("Rollback of", deployment.get("rollbackOf")),
+                ("Application", short(deployment.get("application"))),
+                ("Environment", deployment.get("environment")),
+                ("Run", run.get("name")),
+                ("State", enum(run.get("state"))),
+                ("Set hash", deployment.get("setHash")),
+                ("Commit", deployment.get("gitopsCommit")),
+            ]
+        )
+        if args.wait:
+            _print_steps(run)
+        if run.get("error"):
+            print(f"Error: {run['error']}")
+        if not args.wait:
+            print(f"Follow it with: innominatus runs get {run.get('name', '')}", file=sys.stderr)
+
+    output.emit(response, fmt, table)
+    if not args.wait:
+        return EXIT_OK
+    return EXIT_OK if run.get("state") == "RUN_STATE_SUCCEEDED" else EXIT_FAILED
 
 
 # -- runs -------------------------------------------------------------------------------

@@ -35,6 +35,9 @@ deployments = Table(
     # Set by FinalizeDeployment once the run rendered and committed the deployment set.
     Column("set_hash", String(64), nullable=True),
     Column("gitops_commit", String(64), nullable=True),
+    # A rollback: the id of the earlier deployment whose set this one deploys again, and why.
+    Column("rollback_of", String(64), nullable=True),
+    Column("reason", Text, nullable=True),
     UniqueConstraint("creator", "request_id", name="uq_deployments_request"),
 )
 

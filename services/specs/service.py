@@ -16,6 +16,7 @@ import json
 import os
 import re
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import grpc
@@ -37,7 +38,7 @@ from innominatus.resources.v1 import resources_pb2, resources_pb2_grpc
 from innominatus.specs import diff as specdiff
 from innominatus.specs import gitops, models
 from innominatus.specs.checks import resource_dependencies
-from innominatus.specs.deployment_sets import DeploymentSetError, build_set
+from innominatus.specs.deployment_sets import DeploymentSetError, build_set, diff_sets
 from innominatus.specs.render import RenderError, render_workload
 from innominatus.specs.v1 import specs_pb2, specs_pb2_grpc
 from innominatus.specs.validation import ERROR, WARNING, Finding, validate_score
@@ -69,6 +70,7 @@ def _deployment_proto(row) -> specs_pb2.Deployment:
         resources=list(row.resources or []),
         set_hash=row.set_hash or "",
         gitops_commit=row.gitops_commit or "",
+        rollback_of=f"deployments/{row.rollback_of}" if row.rollback_of else "",
     )
     times.set_time(d.create_time, row.created_at)
     return d
@@ -123,47 +125,8 @@ class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
 
         version = await self._store_version(session, result.workload, request.score_yaml, creator)
         deployment_id = uuid.uuid4().hex
-        claims = [
-            resources_pb2.ResourceClaim(ref=ref, type=spec.get("type", ""), id=spec.get("id", ""),
-                                        params=_struct(spec.get("params") or {}), **{"class": spec.get("class", "")})
-            for ref, spec in sorted((result.document.get("resources") or {}).items())
-        ]
-        resources = self.runtime.peers.stub("resources", resources_pb2_grpc.ResourcesServiceStub)
-        engine = self.runtime.peers.stub("engine", engine_pb2_grpc.EngineServiceStub)
-        try:
-            claimed = await resources.ClaimResources(
-                resources_pb2.ClaimResourcesRequest(
-                    application=application, environment=request.environment, workload=result.workload, claims=claims
-                ),
-                timeout=DOWNSTREAM_TIMEOUT,
-            )
-            # Which claim is which instance, and whose outputs its params use: the engine
-            # provisions them in that order (independent ones in parallel).
-            dependencies = resource_dependencies(result.document)
-            by_ref = {r.claim.ref: r.name for r in claimed.resources}
-            inputs = _struct(
-                {
-                    "workload": result.workload,
-                    "spec": result.document,
-                    "workload_version": version,
-                    "resources": [r.name for r in claimed.resources],
-                    "claims": [
-                        {"ref": c.ref, "resource": by_ref[c.ref],
-                         "depends_on": sorted(d for d in dependencies.get(c.ref, ()) if d != c.ref)}
-                        for c in claims if c.ref in by_ref
-                    ],
-                    "deployment": f"deployments/{deployment_id}",
-                }
-            )
-            started = await engine.StartRun(
-                engine_pb2.StartRunRequest(
-                    workflow="deploy", application=application, environment=request.environment, inputs=inputs,
-                    request_id=f"deployment:{deployment_id}",
-                ),
-                timeout=DOWNSTREAM_TIMEOUT,
-            )
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+        claimed, started = await self._claim_and_start(application, request.environment, result.workload,
+                                                       result.document, version, deployment_id)
         content_hash = hashlib.sha256(request.score_yaml.encode()).hexdigest()
         await session.execute(
             deployments.insert().values(
@@ -179,6 +142,52 @@ class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
             run=started.run,
             findings=[_finding_proto(f) for f in result.findings],
         )
+
+    async def _claim_and_start(self, application: str, environment: str, workload: str, document: dict,
+                               version: int, deployment_id: str):
+        """Claim the workload's resources and start the deploy run of a deployment (as the user)."""
+        claims = [
+            resources_pb2.ResourceClaim(ref=ref, type=spec.get("type", ""), id=spec.get("id", ""),
+                                        params=_struct(spec.get("params") or {}), **{"class": spec.get("class", "")})
+            for ref, spec in sorted((document.get("resources") or {}).items())
+        ]
+        resources = self.runtime.peers.stub("resources", resources_pb2_grpc.ResourcesServiceStub)
+        engine = self.runtime.peers.stub("engine", engine_pb2_grpc.EngineServiceStub)
+        try:
+            claimed = await resources.ClaimResources(
+                resources_pb2.ClaimResourcesRequest(
+                    application=application, environment=environment, workload=workload, claims=claims
+                ),
+                timeout=DOWNSTREAM_TIMEOUT,
+            )
+            # Which claim is which instance, and whose outputs its params use: the engine
+            # provisions them in that order (independent ones in parallel).
+            dependencies = resource_dependencies(document)
+            by_ref = {r.claim.ref: r.name for r in claimed.resources}
+            inputs = _struct(
+                {
+                    "workload": workload,
+                    "spec": document,
+                    "workload_version": version,
+                    "resources": [r.name for r in claimed.resources],
+                    "claims": [
+                        {"ref": c.ref, "resource": by_ref[c.ref],
+                         "depends_on": sorted(d for d in dependencies.get(c.ref, ()) if d != c.ref)}
+                        for c in claims if c.ref in by_ref
+                    ],
+                    "deployment": f"deployments/{deployment_id}",
+                }
+            )
+            started = await engine.StartRun(
+                engine_pb2.StartRunRequest(
+                    workflow="deploy", application=application, environment=environment, inputs=inputs,
+                    request_id=f"deployment:{deployment_id}",
+                ),
+                timeout=DOWNSTREAM_TIMEOUT,
+            )
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        return claimed, started
 
     # -- the deploy workflow's render step (called by the engine) ---------------------------
 
@@ -253,13 +262,19 @@ class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
             except gitops.GitOpsError as exc:
                 log.warning("previous deployment set unreadable", error=str(exc))
         reason = f"{request.name} ({row.run})"
-        try:
-            deployment_set = build_set(row.application, row.environment, workloads, resources,
-                                       created_by=row.creator, reason=reason,
-                                       parent=previous.set_hash if previous is not None else "")
-        except (DeploymentSetError, ValueError) as exc:
-            raise FailedPrecondition(f"the deployment set cannot be built: {exc}", reason="DEPLOYMENT_SET_INVALID") \
-                from None
+        if row.rollback_of:
+            # A rollback commits the earlier deployment's set again (its content and hash), with
+            # the set being replaced as parent, instead of rendering anew.
+            deployment_set, reason = await self._rollback_set(session, row, repository, reason,
+                                                              previous.set_hash if previous is not None else "")
+        else:
+            try:
+                deployment_set = build_set(row.application, row.environment, workloads, resources,
+                                           created_by=row.creator, reason=reason,
+                                           parent=previous.set_hash if previous is not None else "")
+            except (DeploymentSetError, ValueError) as exc:
+                raise FailedPrecondition(f"the deployment set cannot be built: {exc}",
+                                         reason="DEPLOYMENT_SET_INVALID") from None
         try:
             commit = await asyncio.to_thread(gitops.commit_set, repository, GITOPS_BRANCH, row.environment,
                                              deployment_set, row.creator, reason)
@@ -276,6 +291,177 @@ class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
         )
         response.workload.update(json.loads(json.dumps(rendered, default=str)))
         return response
+
+    async def _rollback_set(self, session, row, repository: str, reason: str, parent: str):
+        target = (
+            await session.execute(select(models.deployments).where(models.deployments.c.id == row.rollback_of))
+        ).one_or_none()
+        if target is None or not target.gitops_commit:
+            raise FailedPrecondition(f"deployments/{row.rollback_of} has no committed deployment set to roll back to",
+                                     reason="DEPLOYMENT_NOT_COMMITTED")
+        try:
+            earlier = await asyncio.to_thread(gitops.read_set, repository, target.gitops_commit, row.environment,
+                                              row.application)
+        except gitops.GitOpsError as exc:
+            raise FailedPrecondition(f"the set of deployments/{target.id} cannot be read: {exc}",
+                                     reason="DEPLOYMENT_SET_UNREADABLE") from None
+        why = (f"{reason}: rollback to {earlier.short_hash} (deployments/{target.id}, "
+               f"commit {target.gitops_commit[:12]}) by {row.creator}")
+        if (row.reason or "").strip():
+            why += f": {row.reason.strip()}"
+        return earlier.redeployed(created_by=row.creator, reason=why, parent=parent), why
+
+    # -- deployments: list, get, diff, rollback ------------------------------------------
+
+    async def _deployment_row(self, session, name: str, field: str = "name"):
+        deployment_id = name.removeprefix("deployments/")
+        if not _segment_ok(deployment_id):
+            raise InvalidArgument(
+                f"{field} {name!r} is not a deployment name: use deployments/{{id}}",
+                violations=[FieldViolation(field, "a deployment resource name, e.g. deployments/1f2e...")],
+            )
+        row = (
+            await session.execute(select(models.deployments).where(models.deployments.c.id == deployment_id))
+        ).one_or_none()
+        if row is None:
+            raise NotFound(f"deployment {name!r} not found", reason="DEPLOYMENT_NOT_FOUND",
+                           metadata={"deployment": f"deployments/{deployment_id}"})
+        return row
+
+    async def _committed_set(self, row):
+        if not row.set_hash or not row.gitops_commit:
+            raise FailedPrecondition(
+                f"deployments/{row.id} has no committed deployment set yet (its run {row.run} has not rendered it)",
+                reason="DEPLOYMENT_NOT_COMMITTED", metadata={"deployment": f"deployments/{row.id}"},
+            )
+        repository = self.gitops_repository(row.environment)
+        try:
+            return await asyncio.to_thread(gitops.read_set, repository, row.gitops_commit, row.environment,
+                                           row.application)
+        except gitops.GitOpsError as exc:
+            raise FailedPrecondition(f"the deployment set of deployments/{row.id} cannot be read: {exc}",
+                                     reason="DEPLOYMENT_SET_UNREADABLE") from None
+
+    async def ListDeployments(self, request, context):
+        deployments = models.deployments
+        application = request.application.removeprefix("applications/")
+        environment = request.environment
+        size = page_size(request.page_size)
+        query = select(deployments).order_by(deployments.c.created_at.desc(), deployments.c.id.desc())
+        if application:
+            query = query.where(deployments.c.application == application)
+        if environment:
+            query = query.where(deployments.c.environment == environment)
+        if request.page_token:
+            state = _decode_page_token(request.page_token, "deployments")
+            if state.get("a") != application or state.get("e") != environment or not isinstance(state.get("t"), str):
+                raise InvalidArgument(
+                    "page_token belongs to another list: pass the next_page_token of the previous response "
+                    "with the same application and environment",
+                    reason="INVALID_PAGE_TOKEN",
+                )
+            try:
+                after = datetime.fromisoformat(state["t"])
+            except ValueError:
+                raise InvalidArgument("page_token is not valid", reason="INVALID_PAGE_TOKEN") from None
+            query = query.where((deployments.c.created_at < after)
+                                | ((deployments.c.created_at == after) & (deployments.c.id < str(state.get("i")))))
+        rows = (await db.session().execute(query.limit(size + 1))).all()
+        token = ""
+        if len(rows) > size:
+            rows = rows[:size]
+            token = _encode_page_token("deployments", {"a": application, "e": environment,
+                                                       "t": rows[-1].created_at.isoformat(), "i": rows[-1].id})
+        return specs_pb2.ListDeploymentsResponse(deployments=[_deployment_proto(r) for r in rows],
+                                                 next_page_token=token)
+
+    async def GetDeployment(self, request, context):
+        session = db.session()
+        row = await self._deployment_row(session, request.name)
+        response = specs_pb2.GetDeploymentResponse(deployment=_deployment_proto(row))
+        if row.set_hash and row.gitops_commit:
+            summary = response.deployment_set
+            summary.hash, summary.commit = row.set_hash, row.gitops_commit
+            try:
+                found = await asyncio.to_thread(gitops.read_set, self.gitops_repository(row.environment),
+                                                row.gitops_commit, row.environment, row.application)
+            except gitops.GitOpsError as exc:
+                log.warning("deployment set unreadable", deployment=row.id, error=str(exc))
+            else:
+                summary.parent = found.parent
+                summary.workloads.extend(sorted(found.workloads))
+                summary.resources.extend(sorted(found.resources))
+                summary.artifacts.extend(sorted(found.artifacts))
+                summary.created_by, summary.reason = found.created_by, found.reason
+        return response
+
+    async def DiffDeployments(self, request, context):
+        session = db.session()
+        if not request.other:
+            raise InvalidArgument("other is required: the deployment to compare to, e.g. other=deployments/{id}",
+                                  violations=[FieldViolation("other", "a deployment resource name")])
+        base = await self._deployment_row(session, request.name)
+        target = await self._deployment_row(session, request.other, "other")
+        base_set = await self._committed_set(base)
+        target_set = await self._committed_set(target)
+        sections = ("workloads", "resources") if request.specs_only else ("workloads", "resources", "artifacts")
+        response = specs_pb2.DiffDeploymentsResponse(
+            base_deployment=f"deployments/{base.id}", target_deployment=f"deployments/{target.id}",
+            base_set_hash=base_set.content_hash, target_set_hash=target_set.content_hash,
+        )
+        for change in diff_sets(base_set, target_set, sections=sections):
+            item = response.changes.add(op=_CHANGE_OPS[change.op], pointer=change.pointer)
+            if change.old is not specdiff.MISSING:
+                json_format.ParseDict(change.old, item.old_value)
+            if change.new is not specdiff.MISSING:
+                json_format.ParseDict(change.new, item.new_value)
+        return response
+
+    async def RollbackDeployment(self, request, context):
+        session = db.session()
+        target = await self._deployment_row(session, request.name)
+        application = request.application.removeprefix("applications/")
+        bad = [
+            FieldViolation(field, f"{request.name} is a deployment of {field} {have!r}, not {given!r}")
+            for field, given, have in (("application", application, target.application),
+                                       ("environment", request.environment, target.environment))
+            if given and given != have
+        ]
+        if bad:
+            raise InvalidArgument(
+                f"cannot roll back across applications or environments: {request.name} deployed "
+                f"{target.application} to {target.environment}",
+                reason="ROLLBACK_MISMATCH", violations=bad,
+            )
+        creator = reqctx.current().subject.actor
+        deployments = models.deployments
+        if request.request_id:
+            existing = (
+                await session.execute(
+                    select(deployments).where(
+                        (deployments.c.creator == creator) & (deployments.c.request_id == request.request_id)
+                    )
+                )
+            ).one_or_none()
+            if existing is not None:
+                run = await self._get_run(existing.run)
+                return specs_pb2.RollbackDeploymentResponse(deployment=_deployment_proto(existing), run=run)
+        await self._committed_set(target)  # FAILED_PRECONDITION when there is no readable set to return to
+        version = await self._version_row(session, target.workload, target.workload_version)
+        deployment_id = uuid.uuid4().hex
+        claimed, started = await self._claim_and_start(target.application, target.environment, target.workload,
+                                                       _document(version.source), version.version, deployment_id)
+        await session.execute(
+            deployments.insert().values(
+                id=deployment_id, application=target.application, environment=target.environment,
+                workload=target.workload, workload_version=version.version, content_hash=version.content_hash,
+                run=started.run.name, resources=[r.name for r in claimed.resources], creator=creator,
+                request_id=request.request_id or None, created_at=times.now(), rollback_of=target.id,
+                reason=request.reason or None,
+            )
+        )
+        row = (await session.execute(select(deployments).where(deployments.c.id == deployment_id))).one()
+        return specs_pb2.RollbackDeploymentResponse(deployment=_deployment_proto(row), run=started.run)
 
     async def _get_run(self, name: str) -> engine_pb2.Run:
         engine = self.runtime.peers.stub("engine", engine_pb2_grpc.EngineServiceStub)

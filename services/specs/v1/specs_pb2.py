@@ -29,7 +29,7 @@ from innominatus.common.v1 import method_policy_pb2 as innominatus_dot_common_do
 from innominatus.engine.v1 import engine_pb2 as innominatus_dot_engine_dot_v1_dot_engine__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n innominatus/specs/v1/specs.proto\x12\x14innominatus.specs.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a)innominatus/common/v1/method_policy.proto\x1a\"innominatus/engine/v1/engine.proto\"\x97\x01\n\x07\x46inding\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x30\n\x08severity\x18\x02 \x01(\x0e\x32\x1e.innominatus.specs.v1.Severity\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0f\n\x07pointer\x18\x04 \x01(\t\x12\x0c\n\x04line\x18\x05 \x01(\x05\x12\x0e\n\x06\x63olumn\x18\x06 \x01(\x05\x12\x0c\n\x04hint\x18\x07 \x01(\t\"-\n\x17ValidateWorkloadRequest\x12\x12\n\nscore_yaml\x18\x01 \x01(\t\"l\n\x18ValidateWorkloadResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12/\n\x08\x66indings\x18\x02 \x03(\x0b\x32\x1d.innominatus.specs.v1.Finding\x12\x10\n\x08workload\x18\x03 \x01(\t\"\x91\x02\n\nDeployment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x61pplication\x18\x02 \x01(\t\x12\x13\n\x0b\x65nvironment\x18\x03 \x01(\t\x12\x10\n\x08workload\x18\x04 \x01(\t\x12\x18\n\x10workload_version\x18\x05 \x01(\x05\x12\x14\n\x0c\x63ontent_hash\x18\x06 \x01(\t\x12\x0b\n\x03run\x18\x07 \x01(\t\x12\x0f\n\x07\x63reator\x18\x08 \x01(\t\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tresources\x18\n \x03(\t\x12\x10\n\x08set_hash\x18\x0b \x01(\t\x12\x15\n\rgitops_commit\x18\x0c \x01(\t\"i\n\x19\x46inalizeDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x31\n\x10resource_outputs\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0b\n\x03run\x18\x03 \x01(\t\"\xb1\x01\n\x1a\x46inalizeDeploymentResponse\x12\x10\n\x08set_hash\x18\x01 \x01(\t\x12\x0e\n\x06\x63ommit\x18\x02 \x01(\t\x12)\n\x08workload\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08manifest\x18\x04 \x01(\t\x12\x34\n\ndeployment\x18\x05 \x01(\x0b\x32 .innominatus.specs.v1.Deployment\"k\n\x17\x43reateDeploymentRequest\x12\x12\n\nscore_yaml\x18\x01 \x01(\t\x12\x13\n\x0b\x65nvironment\x18\x02 \x01(\t\x12\x13\n\x0b\x61pplication\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\xaa\x01\n\x18\x43reateDeploymentResponse\x12\x34\n\ndeployment\x18\x01 \x01(\x0b\x32 .innominatus.specs.v1.Deployment\x12\'\n\x03run\x18\x02 \x01(\x0b\x32\x1a.innominatus.engine.v1.Run\x12/\n\x08\x66indings\x18\x03 \x03(\x0b\x32\x1d.innominatus.specs.v1.Finding\"\xf1\x01\n\x0b\x41pplication\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tworkloads\x18\x02 \x03(\t\x12\x14\n\x0c\x65nvironments\x18\x03 \x03(\t\x12;\n\x11latest_deployment\x18\x04 \x01(\x0b\x32 .innominatus.specs.v1.Deployment\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x07 \x01(\t\"@\n\x17ListApplicationsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"l\n\x18ListApplicationsResponse\x12\x37\n\x0c\x61pplications\x18\x01 \x03(\x0b\x32!.innominatus.specs.v1.Application\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x15GetApplicationRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x87\x01\n\x16GetApplicationResponse\x12\x36\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32!.innominatus.specs.v1.Application\x12\x35\n\x0b\x64\x65ployments\x18\x02 \x03(\x0b\x32 .innominatus.specs.v1.Deployment\"\xaf\x01\n\x08Workload\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0elatest_version\x18\x02 \x01(\x05\x12\x1b\n\x13latest_content_hash\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9c\x01\n\x0fWorkloadVersion\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12\x14\n\x0c\x63ontent_hash\x18\x03 \x01(\t\x12\x0f\n\x07\x63reator\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nscore_yaml\x18\x06 \x01(\t\"=\n\x14ListWorkloadsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"c\n\x15ListWorkloadsResponse\x12\x31\n\tworkloads\x18\x01 \x03(\x0b\x32\x1e.innominatus.specs.v1.Workload\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"T\n\x1bListWorkloadVersionsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"y\n\x1cListWorkloadVersionsResponse\x12@\n\x11workload_versions\x18\x01 \x03(\x0b\x32%.innominatus.specs.v1.WorkloadVersion\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\")\n\x19GetWorkloadVersionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"]\n\x1aGetWorkloadVersionResponse\x12?\n\x10workload_version\x18\x01 \x01(\x0b\x32%.innominatus.specs.v1.WorkloadVersion\"I\n\x1b\x44iffWorkloadVersionsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x62\x61se\x18\x02 \x01(\x05\x12\x0e\n\x06target\x18\x03 \x01(\x05\"\xe4\x01\n\x06\x43hange\x12+\n\x02op\x18\x01 \x01(\x0e\x32\x1f.innominatus.specs.v1.Change.Op\x12\x0f\n\x07pointer\x18\x02 \x01(\t\x12)\n\told_value\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\x12)\n\tnew_value\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\"F\n\x02Op\x12\x12\n\x0eOP_UNSPECIFIED\x10\x00\x12\x0c\n\x08OP_ADDED\x10\x01\x12\x0e\n\nOP_REMOVED\x10\x02\x12\x0e\n\nOP_CHANGED\x10\x03\"\x91\x01\n\x1c\x44iffWorkloadVersionsResponse\x12\x14\n\x0c\x62\x61se_version\x18\x01 \x01(\t\x12\x16\n\x0etarget_version\x18\x02 \x01(\t\x12-\n\x07\x63hanges\x18\x03 \x03(\x0b\x32\x1c.innominatus.specs.v1.Change\x12\x14\n\x0cunified_diff\x18\x04 \x01(\t*a\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x12\n\x0eSEVERITY_ERROR\x10\x01\x12\x14\n\x10SEVERITY_WARNING\x10\x02\x12\x11\n\rSEVERITY_INFO\x10\x03\x32\xbf\x0b\n\x0cSpecsService\x12\x98\x01\n\x10ValidateWorkload\x12-.innominatus.specs.v1.ValidateWorkloadRequest\x1a..innominatus.specs.v1.ValidateWorkloadResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/api/v1/workloads:validate:\x01*\x12\xb7\x01\n\x10\x43reateDeployment\x12-.innominatus.specs.v1.CreateDeploymentRequest\x1a..innominatus.specs.v1.CreateDeploymentResponse\"D\x92\x82\x19\"\x08\x01\x12\x12\x64\x65ployments.create\x1a\ndeployment\x82\xd3\xe4\x93\x02\x18\"\x13/api/v1/deployments:\x01*\x12\xab\x01\n\x12\x46inalizeDeployment\x12/.innominatus.specs.v1.FinalizeDeploymentRequest\x1a\x30.innominatus.specs.v1.FinalizeDeploymentResponse\"2\x92\x82\x19.\x08\x01\x12\x14\x64\x65ployments.finalize\x1a\ndeployment\"\x06\x65ngine0\x01\x12\x8f\x01\n\x10ListApplications\x12-.innominatus.specs.v1.ListApplicationsRequest\x1a..innominatus.specs.v1.ListApplicationsResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/api/v1/applications\x12\x92\x01\n\x0eGetApplication\x12+.innominatus.specs.v1.GetApplicationRequest\x1a,.innominatus.specs.v1.GetApplicationResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/api/v1/{name=applications/*}\x12\x83\x01\n\rListWorkloads\x12*.innominatus.specs.v1.ListWorkloadsRequest\x1a+.innominatus.specs.v1.ListWorkloadsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/api/v1/workloads\x12\xac\x01\n\x14ListWorkloadVersions\x12\x31.innominatus.specs.v1.ListWorkloadVersionsRequest\x1a\x32.innominatus.specs.v1.ListWorkloadVersionsResponse\"-\x82\xd3\xe4\x93\x02\'\x12%/api/v1/{parent=workloads/*}/versions\x12\xa6\x01\n\x12GetWorkloadVersion\x12/.innominatus.specs.v1.GetWorkloadVersionRequest\x1a\x30.innominatus.specs.v1.GetWorkloadVersionResponse\"-\x82\xd3\xe4\x93\x02\'\x12%/api/v1/{name=workloads/*/versions/*}\x12\xa6\x01\n\x14\x44iffWorkloadVersions\x12\x31.innominatus.specs.v1.DiffWorkloadVersionsRequest\x1a\x32.innominatus.specs.v1.DiffWorkloadVersionsResponse\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/api/v1/{name=workloads/*}:diffBHZFgithub.com/innominatus/innominatus/gen/go/innominatus/specs/v1;specsv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n innominatus/specs/v1/specs.proto\x12\x14innominatus.specs.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a)innominatus/common/v1/method_policy.proto\x1a\"innominatus/engine/v1/engine.proto\"\x97\x01\n\x07\x46inding\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x30\n\x08severity\x18\x02 \x01(\x0e\x32\x1e.innominatus.specs.v1.Severity\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0f\n\x07pointer\x18\x04 \x01(\t\x12\x0c\n\x04line\x18\x05 \x01(\x05\x12\x0e\n\x06\x63olumn\x18\x06 \x01(\x05\x12\x0c\n\x04hint\x18\x07 \x01(\t\"-\n\x17ValidateWorkloadRequest\x12\x12\n\nscore_yaml\x18\x01 \x01(\t\"l\n\x18ValidateWorkloadResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12/\n\x08\x66indings\x18\x02 \x03(\x0b\x32\x1d.innominatus.specs.v1.Finding\x12\x10\n\x08workload\x18\x03 \x01(\t\"\xa6\x02\n\nDeployment\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x61pplication\x18\x02 \x01(\t\x12\x13\n\x0b\x65nvironment\x18\x03 \x01(\t\x12\x10\n\x08workload\x18\x04 \x01(\t\x12\x18\n\x10workload_version\x18\x05 \x01(\x05\x12\x14\n\x0c\x63ontent_hash\x18\x06 \x01(\t\x12\x0b\n\x03run\x18\x07 \x01(\t\x12\x0f\n\x07\x63reator\x18\x08 \x01(\t\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tresources\x18\n \x03(\t\x12\x10\n\x08set_hash\x18\x0b \x01(\t\x12\x15\n\rgitops_commit\x18\x0c \x01(\t\x12\x13\n\x0brollback_of\x18\r \x01(\t\"i\n\x19\x46inalizeDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x31\n\x10resource_outputs\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0b\n\x03run\x18\x03 \x01(\t\"\xb1\x01\n\x1a\x46inalizeDeploymentResponse\x12\x10\n\x08set_hash\x18\x01 \x01(\t\x12\x0e\n\x06\x63ommit\x18\x02 \x01(\t\x12)\n\x08workload\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08manifest\x18\x04 \x01(\t\x12\x34\n\ndeployment\x18\x05 \x01(\x0b\x32 .innominatus.specs.v1.Deployment\"k\n\x17\x43reateDeploymentRequest\x12\x12\n\nscore_yaml\x18\x01 \x01(\t\x12\x13\n\x0b\x65nvironment\x18\x02 \x01(\t\x12\x13\n\x0b\x61pplication\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\xaa\x01\n\x18\x43reateDeploymentResponse\x12\x34\n\ndeployment\x18\x01 \x01(\x0b\x32 .innominatus.specs.v1.Deployment\x12\'\n\x03run\x18\x02 \x01(\x0b\x32\x1a.innominatus.engine.v1.Run\x12/\n\x08\x66indings\x18\x03 \x03(\x0b\x32\x1d.innominatus.specs.v1.Finding\"\xf1\x01\n\x0b\x41pplication\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tworkloads\x18\x02 \x03(\t\x12\x14\n\x0c\x65nvironments\x18\x03 \x03(\t\x12;\n\x11latest_deployment\x18\x04 \x01(\x0b\x32 .innominatus.specs.v1.Deployment\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x07 \x01(\t\"@\n\x17ListApplicationsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"l\n\x18ListApplicationsResponse\x12\x37\n\x0c\x61pplications\x18\x01 \x03(\x0b\x32!.innominatus.specs.v1.Application\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x15GetApplicationRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x87\x01\n\x16GetApplicationResponse\x12\x36\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32!.innominatus.specs.v1.Application\x12\x35\n\x0b\x64\x65ployments\x18\x02 \x03(\x0b\x32 .innominatus.specs.v1.Deployment\"\xaf\x01\n\x08Workload\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0elatest_version\x18\x02 \x01(\x05\x12\x1b\n\x13latest_content_hash\x18\x03 \x01(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9c\x01\n\x0fWorkloadVersion\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12\x14\n\x0c\x63ontent_hash\x18\x03 \x01(\t\x12\x0f\n\x07\x63reator\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nscore_yaml\x18\x06 \x01(\t\"=\n\x14ListWorkloadsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"c\n\x15ListWorkloadsResponse\x12\x31\n\tworkloads\x18\x01 \x03(\x0b\x32\x1e.innominatus.specs.v1.Workload\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"T\n\x1bListWorkloadVersionsRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"y\n\x1cListWorkloadVersionsResponse\x12@\n\x11workload_versions\x18\x01 \x03(\x0b\x32%.innominatus.specs.v1.WorkloadVersion\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\")\n\x19GetWorkloadVersionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"]\n\x1aGetWorkloadVersionResponse\x12?\n\x10workload_version\x18\x01 \x01(\x0b\x32%.innominatus.specs.v1.WorkloadVersion\"I\n\x1b\x44iffWorkloadVersionsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04\x62\x61se\x18\x02 \x01(\x05\x12\x0e\n\x06target\x18\x03 \x01(\x05\"\xe4\x01\n\x06\x43hange\x12+\n\x02op\x18\x01 \x01(\x0e\x32\x1f.innominatus.specs.v1.Change.Op\x12\x0f\n\x07pointer\x18\x02 \x01(\t\x12)\n\told_value\x18\x03 \x01(\x0b\x32\x16.google.protobuf.Value\x12)\n\tnew_value\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\"F\n\x02Op\x12\x12\n\x0eOP_UNSPECIFIED\x10\x00\x12\x0c\n\x08OP_ADDED\x10\x01\x12\x0e\n\nOP_REMOVED\x10\x02\x12\x0e\n\nOP_CHANGED\x10\x03\"\x91\x01\n\x1c\x44iffWorkloadVersionsResponse\x12\x14\n\x0c\x62\x61se_version\x18\x01 \x01(\t\x12\x16\n\x0etarget_version\x18\x02 \x01(\t\x12-\n\x07\x63hanges\x18\x03 \x03(\x0b\x32\x1c.innominatus.specs.v1.Change\x12\x14\n\x0cunified_diff\x18\x04 \x01(\t\"i\n\x16ListDeploymentsRequest\x12\x13\n\x0b\x61pplication\x18\x01 \x01(\t\x12\x13\n\x0b\x65nvironment\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"i\n\x17ListDeploymentsResponse\x12\x35\n\x0b\x64\x65ployments\x18\x01 \x03(\x0b\x32 .innominatus.specs.v1.Deployment\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"$\n\x14GetDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xa1\x01\n\x14\x44\x65ploymentSetSummary\x12\x0c\n\x04hash\x18\x01 \x01(\t\x12\x0e\n\x06parent\x18\x02 \x01(\t\x12\x0e\n\x06\x63ommit\x18\x03 \x01(\t\x12\x11\n\tworkloads\x18\x04 \x03(\t\x12\x11\n\tresources\x18\x05 \x03(\t\x12\x11\n\tartifacts\x18\x06 \x03(\t\x12\x12\n\ncreated_by\x18\x07 \x01(\t\x12\x0e\n\x06reason\x18\x08 \x01(\t\"\x91\x01\n\x15GetDeploymentResponse\x12\x34\n\ndeployment\x18\x01 \x01(\x0b\x32 .innominatus.specs.v1.Deployment\x12\x42\n\x0e\x64\x65ployment_set\x18\x02 \x01(\x0b\x32*.innominatus.specs.v1.DeploymentSetSummary\"I\n\x16\x44iffDeploymentsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05other\x18\x02 \x01(\t\x12\x12\n\nspecs_only\x18\x03 \x01(\x08\"\xac\x01\n\x17\x44iffDeploymentsResponse\x12\x17\n\x0f\x62\x61se_deployment\x18\x01 \x01(\t\x12\x19\n\x11target_deployment\x18\x02 \x01(\t\x12\x15\n\rbase_set_hash\x18\x03 \x01(\t\x12\x17\n\x0ftarget_set_hash\x18\x04 \x01(\t\x12-\n\x07\x63hanges\x18\x05 \x03(\x0b\x32\x1c.innominatus.specs.v1.Change\"w\n\x19RollbackDeploymentRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x13\n\x0b\x61pplication\x18\x04 \x01(\t\x12\x13\n\x0b\x65nvironment\x18\x05 \x01(\t\"{\n\x1aRollbackDeploymentResponse\x12\x34\n\ndeployment\x18\x01 \x01(\x0b\x32 .innominatus.specs.v1.Deployment\x12\'\n\x03run\x18\x02 \x01(\x0b\x32\x1a.innominatus.engine.v1.Run*a\n\x08Severity\x12\x18\n\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x12\n\x0eSEVERITY_ERROR\x10\x01\x12\x14\n\x10SEVERITY_WARNING\x10\x02\x12\x11\n\rSEVERITY_INFO\x10\x03\x32\xce\x10\n\x0cSpecsService\x12\x98\x01\n\x10ValidateWorkload\x12-.innominatus.specs.v1.ValidateWorkloadRequest\x1a..innominatus.specs.v1.ValidateWorkloadResponse\"%\x82\xd3\xe4\x93\x02\x1f\"\x1a/api/v1/workloads:validate:\x01*\x12\xb7\x01\n\x10\x43reateDeployment\x12-.innominatus.specs.v1.CreateDeploymentRequest\x1a..innominatus.specs.v1.CreateDeploymentResponse\"D\x92\x82\x19\"\x08\x01\x12\x12\x64\x65ployments.create\x1a\ndeployment\x82\xd3\xe4\x93\x02\x18\"\x13/api/v1/deployments:\x01*\x12\xab\x01\n\x12\x46inalizeDeployment\x12/.innominatus.specs.v1.FinalizeDeploymentRequest\x1a\x30.innominatus.specs.v1.FinalizeDeploymentResponse\"2\x92\x82\x19.\x08\x01\x12\x14\x64\x65ployments.finalize\x1a\ndeployment\"\x06\x65ngine0\x01\x12\x8f\x01\n\x10ListApplications\x12-.innominatus.specs.v1.ListApplicationsRequest\x1a..innominatus.specs.v1.ListApplicationsResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/api/v1/applications\x12\x92\x01\n\x0eGetApplication\x12+.innominatus.specs.v1.GetApplicationRequest\x1a,.innominatus.specs.v1.GetApplicationResponse\"%\x82\xd3\xe4\x93\x02\x1f\x12\x1d/api/v1/{name=applications/*}\x12\x83\x01\n\rListWorkloads\x12*.innominatus.specs.v1.ListWorkloadsRequest\x1a+.innominatus.specs.v1.ListWorkloadsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/api/v1/workloads\x12\xac\x01\n\x14ListWorkloadVersions\x12\x31.innominatus.specs.v1.ListWorkloadVersionsRequest\x1a\x32.innominatus.specs.v1.ListWorkloadVersionsResponse\"-\x82\xd3\xe4\x93\x02\'\x12%/api/v1/{parent=workloads/*}/versions\x12\xa6\x01\n\x12GetWorkloadVersion\x12/.innominatus.specs.v1.GetWorkloadVersionRequest\x1a\x30.innominatus.specs.v1.GetWorkloadVersionResponse\"-\x82\xd3\xe4\x93\x02\'\x12%/api/v1/{name=workloads/*/versions/*}\x12\xa6\x01\n\x14\x44iffWorkloadVersions\x12\x31.innominatus.specs.v1.DiffWorkloadVersionsRequest\x1a\x32.innominatus.specs.v1.DiffWorkloadVersionsResponse\"\'\x82\xd3\xe4\x93\x02!\x12\x1f/api/v1/{name=workloads/*}:diff\x12\x8b\x01\n\x0fListDeployments\x12,.innominatus.specs.v1.ListDeploymentsRequest\x1a-.innominatus.specs.v1.ListDeploymentsResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/api/v1/deployments\x12\x8e\x01\n\rGetDeployment\x12*.innominatus.specs.v1.GetDeploymentRequest\x1a+.innominatus.specs.v1.GetDeploymentResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/api/v1/{name=deployments/*}\x12\x99\x01\n\x0f\x44iffDeployments\x12,.innominatus.specs.v1.DiffDeploymentsRequest\x1a-.innominatus.specs.v1.DiffDeploymentsResponse\")\x82\xd3\xe4\x93\x02#\x12!/api/v1/{name=deployments/*}:diff\x12\xd1\x01\n\x12RollbackDeployment\x12/.innominatus.specs.v1.RollbackDeploymentRequest\x1a\x30.innominatus.specs.v1.RollbackDeploymentResponse\"X\x92\x82\x19$\x08\x01\x12\x14\x64\x65ployments.rollback\x1a\ndeployment\x82\xd3\xe4\x93\x02*\"%/api/v1/{name=deployments/*}:rollback:\x01*BHZFgithub.com/innominatus/innominatus/gen/go/innominatus/specs/v1;specsv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -55,8 +55,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SPECSSERVICE'].methods_by_name['GetWorkloadVersion']._serialized_options = b'\202\323\344\223\002\'\022%/api/v1/{name=workloads/*/versions/*}'
   _globals['_SPECSSERVICE'].methods_by_name['DiffWorkloadVersions']._loaded_options = None
   _globals['_SPECSSERVICE'].methods_by_name['DiffWorkloadVersions']._serialized_options = b'\202\323\344\223\002!\022\037/api/v1/{name=workloads/*}:diff'
-  _globals['_SEVERITY']._serialized_start=3285
-  _globals['_SEVERITY']._serialized_end=3382
+  _globals['_SPECSSERVICE'].methods_by_name['ListDeployments']._loaded_options = None
+  _globals['_SPECSSERVICE'].methods_by_name['ListDeployments']._serialized_options = b'\202\323\344\223\002\025\022\023/api/v1/deployments'
+  _globals['_SPECSSERVICE'].methods_by_name['GetDeployment']._loaded_options = None
+  _globals['_SPECSSERVICE'].methods_by_name['GetDeployment']._serialized_options = b'\202\323\344\223\002\036\022\034/api/v1/{name=deployments/*}'
+  _globals['_SPECSSERVICE'].methods_by_name['DiffDeployments']._loaded_options = None
+  _globals['_SPECSSERVICE'].methods_by_name['DiffDeployments']._serialized_options = b'\202\323\344\223\002#\022!/api/v1/{name=deployments/*}:diff'
+  _globals['_SPECSSERVICE'].methods_by_name['RollbackDeployment']._loaded_options = None
+  _globals['_SPECSSERVICE'].methods_by_name['RollbackDeployment']._serialized_options = b'\222\202\031$\010\001\022\024deployments.rollback\032\ndeployment\202\323\344\223\002*\"%/api/v1/{name=deployments/*}:rollback:\001*'
+  _globals['_SEVERITY']._serialized_start=4366
+  _globals['_SEVERITY']._serialized_end=4463
   _globals['_FINDING']._serialized_start=231
   _globals['_FINDING']._serialized_end=382
   _globals['_VALIDATEWORKLOADREQUEST']._serialized_start=384
@@ -64,49 +72,67 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_VALIDATEWORKLOADRESPONSE']._serialized_start=431
   _globals['_VALIDATEWORKLOADRESPONSE']._serialized_end=539
   _globals['_DEPLOYMENT']._serialized_start=542
-  _globals['_DEPLOYMENT']._serialized_end=815
-  _globals['_FINALIZEDEPLOYMENTREQUEST']._serialized_start=817
-  _globals['_FINALIZEDEPLOYMENTREQUEST']._serialized_end=922
-  _globals['_FINALIZEDEPLOYMENTRESPONSE']._serialized_start=925
-  _globals['_FINALIZEDEPLOYMENTRESPONSE']._serialized_end=1102
-  _globals['_CREATEDEPLOYMENTREQUEST']._serialized_start=1104
-  _globals['_CREATEDEPLOYMENTREQUEST']._serialized_end=1211
-  _globals['_CREATEDEPLOYMENTRESPONSE']._serialized_start=1214
-  _globals['_CREATEDEPLOYMENTRESPONSE']._serialized_end=1384
-  _globals['_APPLICATION']._serialized_start=1387
-  _globals['_APPLICATION']._serialized_end=1628
-  _globals['_LISTAPPLICATIONSREQUEST']._serialized_start=1630
-  _globals['_LISTAPPLICATIONSREQUEST']._serialized_end=1694
-  _globals['_LISTAPPLICATIONSRESPONSE']._serialized_start=1696
-  _globals['_LISTAPPLICATIONSRESPONSE']._serialized_end=1804
-  _globals['_GETAPPLICATIONREQUEST']._serialized_start=1806
-  _globals['_GETAPPLICATIONREQUEST']._serialized_end=1843
-  _globals['_GETAPPLICATIONRESPONSE']._serialized_start=1846
-  _globals['_GETAPPLICATIONRESPONSE']._serialized_end=1981
-  _globals['_WORKLOAD']._serialized_start=1984
-  _globals['_WORKLOAD']._serialized_end=2159
-  _globals['_WORKLOADVERSION']._serialized_start=2162
-  _globals['_WORKLOADVERSION']._serialized_end=2318
-  _globals['_LISTWORKLOADSREQUEST']._serialized_start=2320
-  _globals['_LISTWORKLOADSREQUEST']._serialized_end=2381
-  _globals['_LISTWORKLOADSRESPONSE']._serialized_start=2383
-  _globals['_LISTWORKLOADSRESPONSE']._serialized_end=2482
-  _globals['_LISTWORKLOADVERSIONSREQUEST']._serialized_start=2484
-  _globals['_LISTWORKLOADVERSIONSREQUEST']._serialized_end=2568
-  _globals['_LISTWORKLOADVERSIONSRESPONSE']._serialized_start=2570
-  _globals['_LISTWORKLOADVERSIONSRESPONSE']._serialized_end=2691
-  _globals['_GETWORKLOADVERSIONREQUEST']._serialized_start=2693
-  _globals['_GETWORKLOADVERSIONREQUEST']._serialized_end=2734
-  _globals['_GETWORKLOADVERSIONRESPONSE']._serialized_start=2736
-  _globals['_GETWORKLOADVERSIONRESPONSE']._serialized_end=2829
-  _globals['_DIFFWORKLOADVERSIONSREQUEST']._serialized_start=2831
-  _globals['_DIFFWORKLOADVERSIONSREQUEST']._serialized_end=2904
-  _globals['_CHANGE']._serialized_start=2907
-  _globals['_CHANGE']._serialized_end=3135
-  _globals['_CHANGE_OP']._serialized_start=3065
-  _globals['_CHANGE_OP']._serialized_end=3135
-  _globals['_DIFFWORKLOADVERSIONSRESPONSE']._serialized_start=3138
-  _globals['_DIFFWORKLOADVERSIONSRESPONSE']._serialized_end=3283
-  _globals['_SPECSSERVICE']._serialized_start=3385
-  _globals['_SPECSSERVICE']._serialized_end=4856
+  _globals['_DEPLOYMENT']._serialized_end=836
+  _globals['_FINALIZEDEPLOYMENTREQUEST']._serialized_start=838
+  _globals['_FINALIZEDEPLOYMENTREQUEST']._serialized_end=943
+  _globals['_FINALIZEDEPLOYMENTRESPONSE']._serialized_start=946
+  _globals['_FINALIZEDEPLOYMENTRESPONSE']._serialized_end=1123
+  _globals['_CREATEDEPLOYMENTREQUEST']._serialized_start=1125
+  _globals['_CREATEDEPLOYMENTREQUEST']._serialized_end=1232
+  _globals['_CREATEDEPLOYMENTRESPONSE']._serialized_start=1235
+  _globals['_CREATEDEPLOYMENTRESPONSE']._serialized_end=1405
+  _globals['_APPLICATION']._serialized_start=1408
+  _globals['_APPLICATION']._serialized_end=1649
+  _globals['_LISTAPPLICATIONSREQUEST']._serialized_start=1651
+  _globals['_LISTAPPLICATIONSREQUEST']._serialized_end=1715
+  _globals['_LISTAPPLICATIONSRESPONSE']._serialized_start=1717
+  _globals['_LISTAPPLICATIONSRESPONSE']._serialized_end=1825
+  _globals['_GETAPPLICATIONREQUEST']._serialized_start=1827
+  _globals['_GETAPPLICATIONREQUEST']._serialized_end=1864
+  _globals['_GETAPPLICATIONRESPONSE']._serialized_start=1867
+  _globals['_GETAPPLICATIONRESPONSE']._serialized_end=2002
+  _globals['_WORKLOAD']._serialized_start=2005
+  _globals['_WORKLOAD']._serialized_end=2180
+  _globals['_WORKLOADVERSION']._serialized_start=2183
+  _globals['_WORKLOADVERSION']._serialized_end=2339
+  _globals['_LISTWORKLOADSREQUEST']._serialized_start=2341
+  _globals['_LISTWORKLOADSREQUEST']._serialized_end=2402
+  _globals['_LISTWORKLOADSRESPONSE']._serialized_start=2404
+  _globals['_LISTWORKLOADSRESPONSE']._serialized_end=2503
+  _globals['_LISTWORKLOADVERSIONSREQUEST']._serialized_start=2505
+  _globals['_LISTWORKLOADVERSIONSREQUEST']._serialized_end=2589
+  _globals['_LISTWORKLOADVERSIONSRESPONSE']._serialized_start=2591
+  _globals['_LISTWORKLOADVERSIONSRESPONSE']._serialized_end=2712
+  _globals['_GETWORKLOADVERSIONREQUEST']._serialized_start=2714
+  _globals['_GETWORKLOADVERSIONREQUEST']._serialized_end=2755
+  _globals['_GETWORKLOADVERSIONRESPONSE']._serialized_start=2757
+  _globals['_GETWORKLOADVERSIONRESPONSE']._serialized_end=2850
+  _globals['_DIFFWORKLOADVERSIONSREQUEST']._serialized_start=2852
+  _globals['_DIFFWORKLOADVERSIONSREQUEST']._serialized_end=2925
+  _globals['_CHANGE']._serialized_start=2928
+  _globals['_CHANGE']._serialized_end=3156
+  _globals['_CHANGE_OP']._serialized_start=3086
+  _globals['_CHANGE_OP']._serialized_end=3156
+  _globals['_DIFFWORKLOADVERSIONSRESPONSE']._serialized_start=3159
+  _globals['_DIFFWORKLOADVERSIONSRESPONSE']._serialized_end=3304
+  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_start=3306
+  _globals['_LISTDEPLOYMENTSREQUEST']._serialized_end=3411
+  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_start=3413
+  _globals['_LISTDEPLOYMENTSRESPONSE']._serialized_end=3518
+  _globals['_GETDEPLOYMENTREQUEST']._serialized_start=3520
+  _globals['_GETDEPLOYMENTREQUEST']._serialized_end=3556
+  _globals['_DEPLOYMENTSETSUMMARY']._serialized_start=3559
+  _globals['_DEPLOYMENTSETSUMMARY']._serialized_end=3720
+  _globals['_GETDEPLOYMENTRESPONSE']._serialized_start=3723
+  _globals['_GETDEPLOYMENTRESPONSE']._serialized_end=3868
+  _globals['_DIFFDEPLOYMENTSREQUEST']._serialized_start=3870
+  _globals['_DIFFDEPLOYMENTSREQUEST']._serialized_end=3943
+  _globals['_DIFFDEPLOYMENTSRESPONSE']._serialized_start=3946
+  _globals['_DIFFDEPLOYMENTSRESPONSE']._serialized_end=4118
+  _globals['_ROLLBACKDEPLOYMENTREQUEST']._serialized_start=4120
+  _globals['_ROLLBACKDEPLOYMENTREQUEST']._serialized_end=4239
+  _globals['_ROLLBACKDEPLOYMENTRESPONSE']._serialized_start=4241
+  _globals['_ROLLBACKDEPLOYMENTRESPONSE']._serialized_end=4364
+  _globals['_SPECSSERVICE']._serialized_start=4466
+  _globals['_SPECSSERVICE']._serialized_end=6592
 # @@protoc_insertion_point(module_scope)

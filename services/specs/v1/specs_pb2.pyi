@@ -60,7 +60,7 @@ class ValidateWorkloadResponse(_message.Message):
     def __init__(self, valid: _Optional[bool] = ..., findings: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ..., workload: _Optional[str] = ...) -> None: ...
 
 class Deployment(_message.Message):
-    __slots__ = ("name", "application", "environment", "workload", "workload_version", "content_hash", "run", "creator", "create_time", "resources", "set_hash", "gitops_commit")
+    __slots__ = ("name", "application", "environment", "workload", "workload_version", "content_hash", "run", "creator", "create_time", "resources", "set_hash", "gitops_commit", "rollback_of")
     NAME_FIELD_NUMBER: _ClassVar[int]
     APPLICATION_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +73,7 @@ class Deployment(_message.Message):
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
     SET_HASH_FIELD_NUMBER: _ClassVar[int]
     GITOPS_COMMIT_FIELD_NUMBER: _ClassVar[int]
+    ROLLBACK_OF_FIELD_NUMBER: _ClassVar[int]
     name: str
     application: str
     environment: str
@@ -85,7 +86,8 @@ class Deployment(_message.Message):
     resources: _containers.RepeatedScalarFieldContainer[str]
     set_hash: str
     gitops_commit: str
-    def __init__(self, name: _Optional[str] = ..., application: _Optional[str] = ..., environment: _Optional[str] = ..., workload: _Optional[str] = ..., workload_version: _Optional[int] = ..., content_hash: _Optional[str] = ..., run: _Optional[str] = ..., creator: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resources: _Optional[_Iterable[str]] = ..., set_hash: _Optional[str] = ..., gitops_commit: _Optional[str] = ...) -> None: ...
+    rollback_of: str
+    def __init__(self, name: _Optional[str] = ..., application: _Optional[str] = ..., environment: _Optional[str] = ..., workload: _Optional[str] = ..., workload_version: _Optional[int] = ..., content_hash: _Optional[str] = ..., run: _Optional[str] = ..., creator: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resources: _Optional[_Iterable[str]] = ..., set_hash: _Optional[str] = ..., gitops_commit: _Optional[str] = ..., rollback_of: _Optional[str] = ...) -> None: ...
 
 class FinalizeDeploymentRequest(_message.Message):
     __slots__ = ("name", "resource_outputs", "run")
@@ -300,3 +302,103 @@ class DiffWorkloadVersionsResponse(_message.Message):
     changes: _containers.RepeatedCompositeFieldContainer[Change]
     unified_diff: str
     def __init__(self, base_version: _Optional[str] = ..., target_version: _Optional[str] = ..., changes: _Optional[_Iterable[_Union[Change, _Mapping]]] = ..., unified_diff: _Optional[str] = ...) -> None: ...
+
+class ListDeploymentsRequest(_message.Message):
+    __slots__ = ("application", "environment", "page_size", "page_token")
+    APPLICATION_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    application: str
+    environment: str
+    page_size: int
+    page_token: str
+    def __init__(self, application: _Optional[str] = ..., environment: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListDeploymentsResponse(_message.Message):
+    __slots__ = ("deployments", "next_page_token")
+    DEPLOYMENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    deployments: _containers.RepeatedCompositeFieldContainer[Deployment]
+    next_page_token: str
+    def __init__(self, deployments: _Optional[_Iterable[_Union[Deployment, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class GetDeploymentRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DeploymentSetSummary(_message.Message):
+    __slots__ = ("hash", "parent", "commit", "workloads", "resources", "artifacts", "created_by", "reason")
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
+    WORKLOADS_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    hash: str
+    parent: str
+    commit: str
+    workloads: _containers.RepeatedScalarFieldContainer[str]
+    resources: _containers.RepeatedScalarFieldContainer[str]
+    artifacts: _containers.RepeatedScalarFieldContainer[str]
+    created_by: str
+    reason: str
+    def __init__(self, hash: _Optional[str] = ..., parent: _Optional[str] = ..., commit: _Optional[str] = ..., workloads: _Optional[_Iterable[str]] = ..., resources: _Optional[_Iterable[str]] = ..., artifacts: _Optional[_Iterable[str]] = ..., created_by: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class GetDeploymentResponse(_message.Message):
+    __slots__ = ("deployment", "deployment_set")
+    DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_SET_FIELD_NUMBER: _ClassVar[int]
+    deployment: Deployment
+    deployment_set: DeploymentSetSummary
+    def __init__(self, deployment: _Optional[_Union[Deployment, _Mapping]] = ..., deployment_set: _Optional[_Union[DeploymentSetSummary, _Mapping]] = ...) -> None: ...
+
+class DiffDeploymentsRequest(_message.Message):
+    __slots__ = ("name", "other", "specs_only")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    OTHER_FIELD_NUMBER: _ClassVar[int]
+    SPECS_ONLY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    other: str
+    specs_only: bool
+    def __init__(self, name: _Optional[str] = ..., other: _Optional[str] = ..., specs_only: _Optional[bool] = ...) -> None: ...
+
+class DiffDeploymentsResponse(_message.Message):
+    __slots__ = ("base_deployment", "target_deployment", "base_set_hash", "target_set_hash", "changes")
+    BASE_DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    TARGET_DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    BASE_SET_HASH_FIELD_NUMBER: _ClassVar[int]
+    TARGET_SET_HASH_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    base_deployment: str
+    target_deployment: str
+    base_set_hash: str
+    target_set_hash: str
+    changes: _containers.RepeatedCompositeFieldContainer[Change]
+    def __init__(self, base_deployment: _Optional[str] = ..., target_deployment: _Optional[str] = ..., base_set_hash: _Optional[str] = ..., target_set_hash: _Optional[str] = ..., changes: _Optional[_Iterable[_Union[Change, _Mapping]]] = ...) -> None: ...
+
+class RollbackDeploymentRequest(_message.Message):
+    __slots__ = ("name", "reason", "request_id", "application", "environment")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    APPLICATION_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    reason: str
+    request_id: str
+    application: str
+    environment: str
+    def __init__(self, name: _Optional[str] = ..., reason: _Optional[str] = ..., request_id: _Optional[str] = ..., application: _Optional[str] = ..., environment: _Optional[str] = ...) -> None: ...
+
+class RollbackDeploymentResponse(_message.Message):
+    __slots__ = ("deployment", "run")
+    DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    deployment: Deployment
+    run: _engine_pb2.Run
+    def __init__(self, deployment: _Optional[_Union[Deployment, _Mapping]] = ..., run: _Optional[_Union[_engine_pb2.Run, _Mapping]] = ...) -> None: ...

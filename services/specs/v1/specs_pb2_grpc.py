@@ -80,6 +80,26 @@ class SpecsServiceStub:
                 request_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.DiffWorkloadVersionsRequest.SerializeToString,
                 response_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.DiffWorkloadVersionsResponse.FromString,
                 _registered_method=True)
+        self.ListDeployments = channel.unary_unary(
+                '/innominatus.specs.v1.SpecsService/ListDeployments',
+                request_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.ListDeploymentsRequest.SerializeToString,
+                response_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.ListDeploymentsResponse.FromString,
+                _registered_method=True)
+        self.GetDeployment = channel.unary_unary(
+                '/innominatus.specs.v1.SpecsService/GetDeployment',
+                request_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.GetDeploymentRequest.SerializeToString,
+                response_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.GetDeploymentResponse.FromString,
+                _registered_method=True)
+        self.DiffDeployments = channel.unary_unary(
+                '/innominatus.specs.v1.SpecsService/DiffDeployments',
+                request_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.DiffDeploymentsRequest.SerializeToString,
+                response_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.DiffDeploymentsResponse.FromString,
+                _registered_method=True)
+        self.RollbackDeployment = channel.unary_unary(
+                '/innominatus.specs.v1.SpecsService/RollbackDeployment',
+                request_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.RollbackDeploymentRequest.SerializeToString,
+                response_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.RollbackDeploymentResponse.FromString,
+                _registered_method=True)
 
 
 class SpecsServiceServicer:
@@ -151,6 +171,36 @@ class SpecsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDeployments(self, request, context):
+        """Lists deployments, newest first, optionally of one application and/or environment.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDeployment(self, request, context):
+        """Gets a deployment and a summary of the deployment set it produced.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DiffDeployments(self, request, context):
+        """Compares the deployment sets of two deployments (workloads, resources, artifacts).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RollbackDeployment(self, request, context):
+        """Deploys an earlier deployment's set again through the engine: a new deployment of the
+        same application and environment whose run re-claims the resources and commits the
+        earlier set's content to GitOps. Returns at once; follow the run.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SpecsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -198,6 +248,26 @@ def add_SpecsServiceServicer_to_server(servicer, server):
                     servicer.DiffWorkloadVersions,
                     request_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.DiffWorkloadVersionsRequest.FromString,
                     response_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.DiffWorkloadVersionsResponse.SerializeToString,
+            ),
+            'ListDeployments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeployments,
+                    request_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.ListDeploymentsRequest.FromString,
+                    response_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.ListDeploymentsResponse.SerializeToString,
+            ),
+            'GetDeployment': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDeployment,
+                    request_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.GetDeploymentRequest.FromString,
+                    response_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.GetDeploymentResponse.SerializeToString,
+            ),
+            'DiffDeployments': grpc.unary_unary_rpc_method_handler(
+                    servicer.DiffDeployments,
+                    request_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.DiffDeploymentsRequest.FromString,
+                    response_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.DiffDeploymentsResponse.SerializeToString,
+            ),
+            'RollbackDeployment': grpc.unary_unary_rpc_method_handler(
+                    servicer.RollbackDeployment,
+                    request_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.RollbackDeploymentRequest.FromString,
+                    response_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.RollbackDeploymentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -444,6 +514,114 @@ class SpecsService:
             '/innominatus.specs.v1.SpecsService/DiffWorkloadVersions',
             innominatus_dot_specs_dot_v1_dot_specs__pb2.DiffWorkloadVersionsRequest.SerializeToString,
             innominatus_dot_specs_dot_v1_dot_specs__pb2.DiffWorkloadVersionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeployments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/innominatus.specs.v1.SpecsService/ListDeployments',
+            innominatus_dot_specs_dot_v1_dot_specs__pb2.ListDeploymentsRequest.SerializeToString,
+            innominatus_dot_specs_dot_v1_dot_specs__pb2.ListDeploymentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDeployment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/innominatus.specs.v1.SpecsService/GetDeployment',
+            innominatus_dot_specs_dot_v1_dot_specs__pb2.GetDeploymentRequest.SerializeToString,
+            innominatus_dot_specs_dot_v1_dot_specs__pb2.GetDeploymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DiffDeployments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/innominatus.specs.v1.SpecsService/DiffDeployments',
+            innominatus_dot_specs_dot_v1_dot_specs__pb2.DiffDeploymentsRequest.SerializeToString,
+            innominatus_dot_specs_dot_v1_dot_specs__pb2.DiffDeploymentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RollbackDeployment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/innominatus.specs.v1.SpecsService/RollbackDeployment',
+            innominatus_dot_specs_dot_v1_dot_specs__pb2.RollbackDeploymentRequest.SerializeToString,
+            innominatus_dot_specs_dot_v1_dot_specs__pb2.RollbackDeploymentResponse.FromString,
             options,
             channel_credentials,
             insecure,

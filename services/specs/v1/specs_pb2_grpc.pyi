@@ -56,6 +56,17 @@ class SpecsServiceStub:
     """Compares two stored versions of a workload: a structural diff of the Score documents
     and a unified diff of their sources. The same version twice is an empty diff.
     """
+    ListDeployments: _grpc.UnaryUnaryMultiCallable[_specs_pb2.ListDeploymentsRequest, _specs_pb2.ListDeploymentsResponse]
+    """Lists deployments, newest first, optionally of one application and/or environment."""
+    GetDeployment: _grpc.UnaryUnaryMultiCallable[_specs_pb2.GetDeploymentRequest, _specs_pb2.GetDeploymentResponse]
+    """Gets a deployment and a summary of the deployment set it produced."""
+    DiffDeployments: _grpc.UnaryUnaryMultiCallable[_specs_pb2.DiffDeploymentsRequest, _specs_pb2.DiffDeploymentsResponse]
+    """Compares the deployment sets of two deployments (workloads, resources, artifacts)."""
+    RollbackDeployment: _grpc.UnaryUnaryMultiCallable[_specs_pb2.RollbackDeploymentRequest, _specs_pb2.RollbackDeploymentResponse]
+    """Deploys an earlier deployment's set again through the engine: a new deployment of the
+    same application and environment whose run re-claims the resources and commits the
+    earlier set's content to GitOps. Returns at once; follow the run.
+    """
 
 @_typing.type_check_only
 class SpecsServiceAsyncStub(SpecsServiceStub):
@@ -84,6 +95,17 @@ class SpecsServiceAsyncStub(SpecsServiceStub):
     DiffWorkloadVersions: _aio.UnaryUnaryMultiCallable[_specs_pb2.DiffWorkloadVersionsRequest, _specs_pb2.DiffWorkloadVersionsResponse]  # type: ignore[assignment]
     """Compares two stored versions of a workload: a structural diff of the Score documents
     and a unified diff of their sources. The same version twice is an empty diff.
+    """
+    ListDeployments: _aio.UnaryUnaryMultiCallable[_specs_pb2.ListDeploymentsRequest, _specs_pb2.ListDeploymentsResponse]  # type: ignore[assignment]
+    """Lists deployments, newest first, optionally of one application and/or environment."""
+    GetDeployment: _aio.UnaryUnaryMultiCallable[_specs_pb2.GetDeploymentRequest, _specs_pb2.GetDeploymentResponse]  # type: ignore[assignment]
+    """Gets a deployment and a summary of the deployment set it produced."""
+    DiffDeployments: _aio.UnaryUnaryMultiCallable[_specs_pb2.DiffDeploymentsRequest, _specs_pb2.DiffDeploymentsResponse]  # type: ignore[assignment]
+    """Compares the deployment sets of two deployments (workloads, resources, artifacts)."""
+    RollbackDeployment: _aio.UnaryUnaryMultiCallable[_specs_pb2.RollbackDeploymentRequest, _specs_pb2.RollbackDeploymentResponse]  # type: ignore[assignment]
+    """Deploys an earlier deployment's set again through the engine: a new deployment of the
+    same application and environment whose run re-claims the resources and commits the
+    earlier set's content to GitOps. Returns at once; follow the run.
     """
 
 class SpecsServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -164,6 +186,41 @@ class SpecsServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_specs_pb2.DiffWorkloadVersionsResponse, _abc.Awaitable[_specs_pb2.DiffWorkloadVersionsResponse]]:
         """Compares two stored versions of a workload: a structural diff of the Score documents
         and a unified diff of their sources. The same version twice is an empty diff.
+        """
+
+    @_abc_1.abstractmethod
+    def ListDeployments(
+        self,
+        request: _specs_pb2.ListDeploymentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_specs_pb2.ListDeploymentsResponse, _abc.Awaitable[_specs_pb2.ListDeploymentsResponse]]:
+        """Lists deployments, newest first, optionally of one application and/or environment."""
+
+    @_abc_1.abstractmethod
+    def GetDeployment(
+        self,
+        request: _specs_pb2.GetDeploymentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_specs_pb2.GetDeploymentResponse, _abc.Awaitable[_specs_pb2.GetDeploymentResponse]]:
+        """Gets a deployment and a summary of the deployment set it produced."""
+
+    @_abc_1.abstractmethod
+    def DiffDeployments(
+        self,
+        request: _specs_pb2.DiffDeploymentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_specs_pb2.DiffDeploymentsResponse, _abc.Awaitable[_specs_pb2.DiffDeploymentsResponse]]:
+        """Compares the deployment sets of two deployments (workloads, resources, artifacts)."""
+
+    @_abc_1.abstractmethod
+    def RollbackDeployment(
+        self,
+        request: _specs_pb2.RollbackDeploymentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_specs_pb2.RollbackDeploymentResponse, _abc.Awaitable[_specs_pb2.RollbackDeploymentResponse]]:
+        """Deploys an earlier deployment's set again through the engine: a new deployment of the
+        same application and environment whose run re-claims the resources and commits the
+        earlier set's content to GitOps. Returns at once; follow the run.
         """
 
 def add_SpecsServiceServicer_to_server(servicer: SpecsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
