@@ -54,6 +54,7 @@ role_permissions := {
 		"apikeys.revoke",
 		"deployments.create",
 		"deployments.rollback",
+		"applications.delete",
 		"runs.start",
 		"runs.cancel",
 		"runs.retry",
@@ -76,6 +77,7 @@ role_permissions := {
 		"apikeys.revoke",
 		"deployments.create",
 		"deployments.rollback",
+		"applications.delete",
 		"runs.start",
 		"runs.cancel",
 		"runs.retry",
@@ -95,6 +97,7 @@ role_permissions := {
 	"developer": {
 		"deployments.create",
 		"deployments.rollback",
+		"applications.delete",
 		"runs.start",
 		"runs.cancel",
 		"runs.retry",
@@ -118,6 +121,9 @@ known_permissions := {
 	"deployments.create",
 	# Rolling an application back to an earlier deployment set (a new deployment on the engine).
 	"deployments.rollback",
+	# Removing an application from an environment: deprovisions its resources and removes it
+	# from the environment's GitOps repository (the engine's undeploy workflow).
+	"applications.delete",
 	"runs.start",
 	"runs.cancel",
 	"runs.retry",

@@ -415,3 +415,15 @@ test_other_service_may_not_finalize_deployments if {
 test_developer_may_not_finalize_deployments if {
 	denied(req(user("dev", ["developer"]), "gateway", "deployments.finalize"))
 }
+
+# -- applications.delete ------------------------------------------------------------
+
+test_application_delete_by_role if {
+	every r in {"admin", "platform-engineer", "developer"} {
+		allowed(req(user("x", [r]), "gateway", "applications.delete"))
+	}
+	denied_with(
+		req(user("bob", ["viewer"]), "gateway", "applications.delete"),
+		`role "viewer" of user "bob" does not grant "applications.delete"`,
+	)
+}

@@ -184,6 +184,14 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p = _leaf(apps, "get", "show an application and its deployments")
     p.add_argument("name", metavar="NAME", help="application name (`applications/NAME` or `NAME`)")
     p.set_defaults(func=cmd_apps_get)
+    p = _leaf(apps, "delete", "remove an application from an environment (deprovision, then remove from GitOps)")
+    p.add_argument("name", metavar="NAME", help="application name (`applications/NAME` or `NAME`)")
+    p.add_argument("--env", "-e", required=True, help="the environment to remove it from")
+    p.add_argument("--wait", "-w", action="store_true", help="follow the run until it finishes")
+    p.add_argument("--timeout", type=_positive_float, default=600.0, metavar="SECONDS",
+                   help="give up waiting after this long (default 600; exit code 7)")
+    p.add_argument("--interval", type=_positive_float, default=1.0, metavar="SECONDS", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_apps_delete)
 
     # workloads (stored versions of Score files)
     workloads = _group(sub, "workloads", "stored workload versions and their differences")
@@ -904,6 +912,32 @@ def cmd_apps_list(args: argparse.Namespace) -> int:
     output.emit({"applications": apps}, _fmt(args),
                 lambda: print_table(apps, APP_COLUMNS, empty="No applications found."))
     return EXIT_OK
+
+
+def cmd_apps_delete(args: argparse.Namespace) -> int:
+    fmt = _fmt(args)
+    with _client() as client:
+        response = client.request("DELETE", f"/api/v1/applications/{segment(args.name, 'applications')}",
+                                  params={"environment": args.env, "requestId": str(uuid.uuid4())})
+        run = response.get("run") or {}
+        if args.wait:
+            run = wait_for_run(client, run, timeout=args.timeout, interval=args.interval)
+            response["run"] = run
+
+    def table() -> None:
+        print_fields([("Application", args.name), ("Environment", args.env), ("Run", run.get("name")),
+                      ("State", enum(run.get("state")))])
+        if args.wait:
+            _print_steps(run)
+        if run.get("error"):
+            print(f"Error: {run['error']}")
+        if not args.wait:
+            print(f"Follow it with: innominatus runs get {run.get('name', '')}", file=sys.stderr)
+
+    output.emit(response, fmt, table)
+    if not args.wait:
+        return EXIT_OK
+    return EXIT_OK if run.get("state") == "RUN_STATE_SUCCEEDED" else EXIT_FAILED
 
 
 def cmd_apps_get(args: argparse.Namespace) -> int:

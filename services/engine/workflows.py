@@ -11,6 +11,11 @@ immutable deployment set and commits it to the environment's GitOps repository; 
 records the outcome and writes the rendered Deployment manifest into the data directory.
 The run stores its definition snapshot, so a resumed run keeps the steps it started with.
 
+``undeploy`` (started by the specs service's DeleteApplication) is built by
+:func:`undeploy_workflow` from the same ``claims`` input: one ``deprovision-<ref>`` step per
+resource, in reverse dependency order, then ``remove`` (``FinalizeUndeploy``: the application's
+directory leaves the GitOps repository and its deployments there are marked removed).
+
 The built-in steps are plain functions over a :class:`DeployContext`; :class:`FunctionExecutor`
 adapts them to the engine's executor protocol, taking the run's params, application and
 environment and earlier steps' outputs from the step's resolved ``with:`` inputs.
@@ -263,17 +268,80 @@ def deploy_workflow(inputs: dict | None = None) -> model.WorkflowDef:
     return model.WorkflowDef(name="deploy", version="2", steps=tuple(steps), description="built-in")
 
 
+def deprovision_step_id(ref: str) -> str:
+    return f"deprovision-{ref}"
+
+
+async def finalize_undeploy(ctx: DeployContext) -> dict:
+    """Ask the specs service to remove the application's directory from the environment's
+    GitOps repository and mark its deployments there as removed."""
+    stub = (ctx.services or {}).get("specs")
+    if stub is None:
+        raise model.StepFailed("the undeploy workflow's remove step needs the specs service, which this engine "
+                               "was not given", kind="not_wired", retryable=False)
+    import grpc  # noqa: PLC0415
+
+    from innominatus.kit import context as reqctx  # noqa: PLC0415
+    from innominatus.specs.v1 import specs_pb2  # noqa: PLC0415
+
+    token = reqctx.set_current(None)  # the engine acts on its own behalf
+    try:
+        response = await stub.FinalizeUndeploy(
+            specs_pb2.FinalizeUndeployRequest(name=f"applications/{ctx.application}", environment=ctx.environment,
+                                              run=f"runs/{ctx.run_id}",
+                                              requested_by=str(ctx.inputs.get("requested_by") or "")),
+            timeout=FINALIZE_TIMEOUT,
+        )
+    except InnominatusError as exc:
+        raise model.StepFailed(f"remove: {exc.message}", kind="not_wired", retryable=False) from None
+    except grpc.aio.AioRpcError as exc:
+        code = exc.code()
+        retryable = code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                             grpc.StatusCode.ABORTED, grpc.StatusCode.RESOURCE_EXHAUSTED)
+        raise model.StepFailed(f"remove: {exc.details() or code.name}", kind=code.name.lower(),
+                               retryable=retryable) from None
+    finally:
+        reqctx.reset(token)
+    return {"commit": response.commit, "removed_deployments": response.removed_deployments}
+
+
+def undeploy_workflow(inputs: dict | None = None) -> model.WorkflowDef:
+    """The ``undeploy`` workflow for one run: one ``deprovision-<ref>`` step (a `resource` step,
+    action deprovision) per claim, in reverse dependency order (a resource is deprovisioned only
+    after the resources whose params use its outputs), then ``remove`` (FinalizeUndeploy)."""
+    claims = _claims(inputs or {})
+    refs = {c["ref"] for c in claims}
+    dependents: dict[str, set[str]] = {ref: set() for ref in refs}
+    for claim in claims:
+        for dep in claim.get("depends_on") or []:
+            if dep in refs and dep != claim["ref"]:
+                dependents[dep].add(claim["ref"])
+    steps = []
+    for claim in claims:
+        after = tuple(sorted(deprovision_step_id(r) for r in dependents[claim["ref"]]))
+        steps.append(model.StepDef(id=deprovision_step_id(claim["ref"]), type="resource",
+                                   with_={"name": claim["resource"], "action": "deprovision"},
+                                   depends_on=after, retry=_PROVISION_RETRY))
+    steps.append(model.StepDef(id="remove", type="undeploy.remove", with_=dict(_COMMON),
+                               depends_on=tuple(deprovision_step_id(c["ref"]) for c in claims), retry=_RENDER_RETRY))
+    return model.WorkflowDef(name="undeploy", version="1", steps=tuple(steps), description="built-in")
+
+
 def builtin_workflow(name: str, inputs: dict | None = None) -> model.WorkflowDef:
     """The definition a run of built-in workflow ``name`` gets, built from its inputs."""
     if name == "deploy":
         return deploy_workflow(inputs)
+    if name == "undeploy":
+        return undeploy_workflow(inputs)
     return WORKFLOWS[name]
 
 
 # The input-independent shape of each built-in (what the catalog and `uses:` see).
-WORKFLOWS: dict[str, model.WorkflowDef] = {"deploy": deploy_workflow({})}
+WORKFLOWS: dict[str, model.WorkflowDef] = {"deploy": deploy_workflow({}), "undeploy": undeploy_workflow({})}
 
 
 def builtin_executors(data_dir: Path) -> dict[str, FunctionExecutor]:
     """Executors for the built-in workflows' step types."""
-    return {type_: FunctionExecutor(type_, fn, data_dir) for _id, type_, fn, _extra in _DEPLOY_STEPS}
+    executors = {type_: FunctionExecutor(type_, fn, data_dir) for _id, type_, fn, _extra in _DEPLOY_STEPS}
+    executors["undeploy.remove"] = FunctionExecutor("undeploy.remove", finalize_undeploy, data_dir)
+    return executors

@@ -28,6 +28,9 @@ allowed protocols only) and the same masking of URL credentials. :func:`plan_com
 Commits to the same repository and branch from this host are serialised (a thread lock plus a
 file lock); a push rejected because another host moved the branch is retried from the new tip.
 
+:func:`remove_application` deletes an application's directory in one commit (message
+``undeploy <application> from <environment>``, the reason, ``by <author>``).
+
 :func:`history` lists an application's commits (newest first) with the set hash each one left;
 :func:`read_set` reads a set back from a commit; :func:`rollback` deploys an earlier set again as a
 new commit naming the rollback (the history keeps every commit; nothing is rewritten).
@@ -65,6 +68,7 @@ __all__ = [
     "history",
     "plan_commit",
     "read_set",
+    "remove_application",
     "rollback",
 ]
 
@@ -267,6 +271,51 @@ def commit_set(repo_url_or_path: str | os.PathLike, branch: str, environment: st
                                   inputs={"repository": url, "branch": branch, "files": files, "message": message,
                                           "author_name": name, "author_email": email, "push": True,
                                           "path": "repo", "timeout": timeout},
+                                  workdir=work, cancelled=asyncio.Event(), log=_quiet)
+                try:
+                    outputs = _run(lambda: GitExecutor().run(ctx))
+                except StepFailed as exc:
+                    if exc.kind == "push_rejected" and attempt < PUSH_ATTEMPTS:
+                        last_error = exc
+                        continue
+                    raise GitOpsError(f"committing to {display_url(url)} failed: {exc}") from None
+                return outputs["commit"]
+        raise GitOpsError(f"committing to {display_url(url)} failed: {last_error}")
+
+
+def remove_application(repo_url_or_path: str | os.PathLike, branch: str, environment: str, application: str,
+                       author: str, reason: str = "", *, timeout: float = DEFAULT_TIMEOUT) -> str:
+    """Delete ``environments/<environment>/<application>/`` on ``branch`` in one commit and push
+    it; return the commit (the tip, or "" when the branch does not exist, when there was nothing
+    to remove)."""
+    name, email = _author(author)
+    reason = reason if isinstance(reason, str) else ""
+    url, _local = _repository(repo_url_or_path)
+    secrets = url_secrets(url)
+    base = app_dir(environment, application)
+    message = f"undeploy {application} from {environment}"
+    if reason.strip():
+        message += f"\n\n{reason.strip()}"
+    message += f"\n\nby {author.strip()}"
+    with _serialised(url, branch):
+        last_error: StepFailed | None = None
+        for attempt in range(1, PUSH_ATTEMPTS + 1):
+            with tempfile.TemporaryDirectory(prefix="innominatus-gitops-") as work:
+                _git(work, "clone", "--no-tags", "--quiet", "--origin", "origin", "--", url, "repo",
+                     secrets=secrets, timeout=timeout)
+                clone = Path(work) / "repo"
+                tip = f"refs/remotes/origin/{branch}"
+                if _git(clone, "rev-parse", "--verify", "--quiet", tip + "^{commit}", check=False).returncode != 0:
+                    return ""
+                listed = _git(clone, "ls-tree", "-r", "-z", "--name-only", tip, "--", base).stdout
+                files: dict[str, str | None] = {path: None for path in listed.split("\0") if path}
+                if not files:
+                    return _git(clone, "rev-parse", tip).stdout.strip()
+                ctx = StepContext(run_id="gitops", step_id=f"{environment}-{application}-remove",
+                                  attempt=attempt, idempotency_key=f"remove:{environment}:{application}",
+                                  inputs={"repository": url, "branch": branch, "files": dict(sorted(files.items())),
+                                          "message": message, "author_name": name, "author_email": email,
+                                          "push": True, "path": "repo", "timeout": timeout},
                                   workdir=work, cancelled=asyncio.Event(), log=_quiet)
                 try:
                     outputs = _run(lambda: GitExecutor().run(ctx))

@@ -38,6 +38,8 @@ deployments = Table(
     # A rollback: the id of the earlier deployment whose set this one deploys again, and why.
     Column("rollback_of", String(64), nullable=True),
     Column("reason", Text, nullable=True),
+    # Set when the application was removed from the environment (DeleteApplication).
+    Column("removed_at", DateTime(timezone=True), nullable=True),
     UniqueConstraint("creator", "request_id", name="uq_deployments_request"),
 )
 

@@ -71,6 +71,7 @@ def _deployment_proto(row) -> specs_pb2.Deployment:
         set_hash=row.set_hash or "",
         gitops_commit=row.gitops_commit or "",
         rollback_of=f"deployments/{row.rollback_of}" if row.rollback_of else "",
+        removed=row.removed_at is not None,
     )
     times.set_time(d.create_time, row.created_at)
     return d
@@ -243,7 +244,8 @@ class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
             await session.execute(
                 select(deployments.c.set_hash, deployments.c.gitops_commit)
                 .where((deployments.c.application == row.application) & (deployments.c.environment == row.environment)
-                       & deployments.c.set_hash.is_not(None) & (deployments.c.id != row.id))
+                       & deployments.c.set_hash.is_not(None) & (deployments.c.id != row.id)
+                       & deployments.c.removed_at.is_(None))
                 .order_by(deployments.c.created_at.desc())
                 .limit(1)
             )
@@ -310,6 +312,96 @@ class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
         if (row.reason or "").strip():
             why += f": {row.reason.strip()}"
         return earlier.redeployed(created_by=row.creator, reason=why, parent=parent), why
+
+    # -- deleting an application from an environment (the undeploy workflow) ----------------
+
+    async def DeleteApplication(self, request, context):
+        name = request.name.removeprefix("applications/")
+        if not _segment_ok(name):
+            raise InvalidArgument(f"name {request.name!r} is not an application name: use applications/{{name}}",
+                                  violations=[FieldViolation("name", "e.g. applications/checkout")])
+        if not request.environment:
+            raise InvalidArgument(
+                "environment is required (e.g. --env dev)",
+                violations=[FieldViolation("environment", "name the environment to remove the application from")],
+            )
+        check_name(request.environment, "environment")
+        session = db.session()
+        deployments = models.deployments
+        rows = (
+            await session.execute(
+                select(deployments)
+                .where((deployments.c.application == name) & (deployments.c.environment == request.environment)
+                       & deployments.c.removed_at.is_(None))
+                .order_by(deployments.c.created_at.desc())
+            )
+        ).all()
+        if not rows:
+            raise NotFound(f"application {request.name!r} is not deployed to environment {request.environment!r}",
+                           reason="APPLICATION_NOT_FOUND",
+                           metadata={"application": f"applications/{name}", "environment": request.environment})
+        latest = {}
+        for row in rows:  # newest first: each workload's latest deployment
+            latest.setdefault(row.workload, row)
+        claims: dict[str, dict] = {}  # by resource name (a resource shared by workloads once)
+        several = len(latest) > 1
+        for workload, row in sorted(latest.items()):
+            version = await self._version_row(session, row.workload, row.workload_version)
+            document = _document(version.source)
+            refs = sorted((document.get("resources") or {}))
+            names = list(row.resources or [])
+            if len(refs) != len(names):  # cannot tell which is which: no ordering, still remove all
+                pairs, dependencies = [(f"{workload}.{i}", n) for i, n in enumerate(names)], {}
+            else:
+                pairs, dependencies = list(zip(refs, names)), resource_dependencies(document)
+            by_ref = dict(pairs)
+            for ref, resource in pairs:
+                claim = claims.setdefault(resource, {"ref": f"{workload}.{ref}" if several else ref,
+                                                     "resource": resource, "depends_on": set()})
+                claim["depends_on"].update(by_ref[d] for d in dependencies.get(ref, ()) if d in by_ref and d != ref)
+        ref_of = {c["resource"]: c["ref"] for c in claims.values()}
+        creator = reqctx.current().subject.actor
+        inputs = _struct({
+            "requested_by": creator,
+            "deployments": [f"deployments/{r.id}" for r in latest.values()],
+            "claims": [{"ref": c["ref"], "resource": c["resource"],
+                        "depends_on": sorted(ref_of[d] for d in c["depends_on"] if d != c["resource"])}
+                       for c in sorted(claims.values(), key=lambda c: c["ref"])],
+        })
+        key = request.request_id or uuid.uuid4().hex
+        request_id = "undeploy:" + hashlib.sha256(
+            f"{creator}\0{name}\0{request.environment}\0{key}".encode()).hexdigest()[:40]
+        engine = self.runtime.peers.stub("engine", engine_pb2_grpc.EngineServiceStub)
+        try:
+            started = await engine.StartRun(
+                engine_pb2.StartRunRequest(workflow="undeploy", application=name, environment=request.environment,
+                                           inputs=inputs, request_id=request_id),
+                timeout=DOWNSTREAM_TIMEOUT,
+            )
+        except grpc.RpcError as exc:
+            raise from_rpc_error(exc) from None
+        return specs_pb2.DeleteApplicationResponse(run=started.run)
+
+    async def FinalizeUndeploy(self, request, context):
+        name = request.name.removeprefix("applications/")
+        if not _segment_ok(name):
+            raise InvalidArgument(f"name {request.name!r} is not an application name (applications/{{name}})")
+        check_name(request.environment, "environment")
+        repository = self.gitops_repository(request.environment)
+        author = (request.requested_by or "").strip() or "innominatus"
+        try:
+            commit = await asyncio.to_thread(gitops.remove_application, repository, GITOPS_BRANCH,
+                                             request.environment, name, author, request.run)
+        except gitops.GitOpsError as exc:
+            raise Unavailable(f"removing the application from GitOps failed: {exc}", reason="GITOPS_FAILED") from None
+        deployments = models.deployments
+        result = await db.session().execute(
+            deployments.update()
+            .where((deployments.c.application == name) & (deployments.c.environment == request.environment)
+                   & deployments.c.removed_at.is_(None))
+            .values(removed_at=times.now())
+        )
+        return specs_pb2.FinalizeUndeployResponse(commit=commit, removed_deployments=result.rowcount or 0)
 
     # -- deployments: list, get, diff, rollback ------------------------------------------
 
@@ -504,7 +596,8 @@ class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
         app = specs_pb2.Application(
             name=f"applications/{name}",
             workloads=sorted({r.workload for r in rows}),
-            environments=sorted({r.environment for r in rows}),
+            # where it runs: environments it was removed from (DeleteApplication) are left out
+            environments=sorted({r.environment for r in rows if r.removed_at is None}),
             latest_deployment=_deployment_proto(rows[-1]),
             etag=f'W/"{len(rows)}"',
         )

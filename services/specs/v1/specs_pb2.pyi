@@ -60,7 +60,7 @@ class ValidateWorkloadResponse(_message.Message):
     def __init__(self, valid: _Optional[bool] = ..., findings: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ..., workload: _Optional[str] = ...) -> None: ...
 
 class Deployment(_message.Message):
-    __slots__ = ("name", "application", "environment", "workload", "workload_version", "content_hash", "run", "creator", "create_time", "resources", "set_hash", "gitops_commit", "rollback_of")
+    __slots__ = ("name", "application", "environment", "workload", "workload_version", "content_hash", "run", "creator", "create_time", "resources", "set_hash", "gitops_commit", "rollback_of", "removed")
     NAME_FIELD_NUMBER: _ClassVar[int]
     APPLICATION_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +74,7 @@ class Deployment(_message.Message):
     SET_HASH_FIELD_NUMBER: _ClassVar[int]
     GITOPS_COMMIT_FIELD_NUMBER: _ClassVar[int]
     ROLLBACK_OF_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
     name: str
     application: str
     environment: str
@@ -87,7 +88,8 @@ class Deployment(_message.Message):
     set_hash: str
     gitops_commit: str
     rollback_of: str
-    def __init__(self, name: _Optional[str] = ..., application: _Optional[str] = ..., environment: _Optional[str] = ..., workload: _Optional[str] = ..., workload_version: _Optional[int] = ..., content_hash: _Optional[str] = ..., run: _Optional[str] = ..., creator: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resources: _Optional[_Iterable[str]] = ..., set_hash: _Optional[str] = ..., gitops_commit: _Optional[str] = ..., rollback_of: _Optional[str] = ...) -> None: ...
+    removed: bool
+    def __init__(self, name: _Optional[str] = ..., application: _Optional[str] = ..., environment: _Optional[str] = ..., workload: _Optional[str] = ..., workload_version: _Optional[int] = ..., content_hash: _Optional[str] = ..., run: _Optional[str] = ..., creator: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resources: _Optional[_Iterable[str]] = ..., set_hash: _Optional[str] = ..., gitops_commit: _Optional[str] = ..., rollback_of: _Optional[str] = ..., removed: _Optional[bool] = ...) -> None: ...
 
 class FinalizeDeploymentRequest(_message.Message):
     __slots__ = ("name", "resource_outputs", "run")
@@ -402,3 +404,39 @@ class RollbackDeploymentResponse(_message.Message):
     deployment: Deployment
     run: _engine_pb2.Run
     def __init__(self, deployment: _Optional[_Union[Deployment, _Mapping]] = ..., run: _Optional[_Union[_engine_pb2.Run, _Mapping]] = ...) -> None: ...
+
+class DeleteApplicationRequest(_message.Message):
+    __slots__ = ("name", "environment", "request_id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    environment: str
+    request_id: str
+    def __init__(self, name: _Optional[str] = ..., environment: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class DeleteApplicationResponse(_message.Message):
+    __slots__ = ("run",)
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    run: _engine_pb2.Run
+    def __init__(self, run: _Optional[_Union[_engine_pb2.Run, _Mapping]] = ...) -> None: ...
+
+class FinalizeUndeployRequest(_message.Message):
+    __slots__ = ("name", "environment", "run", "requested_by")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_BY_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    environment: str
+    run: str
+    requested_by: str
+    def __init__(self, name: _Optional[str] = ..., environment: _Optional[str] = ..., run: _Optional[str] = ..., requested_by: _Optional[str] = ...) -> None: ...
+
+class FinalizeUndeployResponse(_message.Message):
+    __slots__ = ("commit", "removed_deployments")
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_DEPLOYMENTS_FIELD_NUMBER: _ClassVar[int]
+    commit: str
+    removed_deployments: int
+    def __init__(self, commit: _Optional[str] = ..., removed_deployments: _Optional[int] = ...) -> None: ...

@@ -50,6 +50,16 @@ class SpecsServiceStub:
                 request_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.FinalizeDeploymentRequest.SerializeToString,
                 response_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.FinalizeDeploymentResponse.FromString,
                 _registered_method=True)
+        self.DeleteApplication = channel.unary_unary(
+                '/innominatus.specs.v1.SpecsService/DeleteApplication',
+                request_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.DeleteApplicationRequest.SerializeToString,
+                response_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.DeleteApplicationResponse.FromString,
+                _registered_method=True)
+        self.FinalizeUndeploy = channel.unary_unary(
+                '/innominatus.specs.v1.SpecsService/FinalizeUndeploy',
+                request_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.FinalizeUndeployRequest.SerializeToString,
+                response_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.FinalizeUndeployResponse.FromString,
+                _registered_method=True)
         self.ListApplications = channel.unary_unary(
                 '/innominatus.specs.v1.SpecsService/ListApplications',
                 request_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.ListApplicationsRequest.SerializeToString,
@@ -125,6 +135,25 @@ class SpecsServiceServicer:
         """Renders a deployment's workload with the outputs of its provisioned resources into an
         immutable deployment set and commits it to the environment's GitOps repository. Called by
         the engine's deploy workflow (its `render` step) on its own behalf.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteApplication(self, request, context):
+        """Removes an application from one environment: starts the engine's `undeploy` workflow, which
+        deprovisions the resources of the application's latest deployment there in reverse
+        dependency order and then removes the application's directory from the environment's
+        GitOps repository (FinalizeUndeploy). Returns at once; follow the run.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FinalizeUndeploy(self, request, context):
+        """Commits the removal of an application's directory from the environment's GitOps repository
+        and marks its deployments there as removed. Called by the engine's undeploy workflow (its
+        `remove` step) on its own behalf.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -218,6 +247,16 @@ def add_SpecsServiceServicer_to_server(servicer, server):
                     servicer.FinalizeDeployment,
                     request_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.FinalizeDeploymentRequest.FromString,
                     response_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.FinalizeDeploymentResponse.SerializeToString,
+            ),
+            'DeleteApplication': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteApplication,
+                    request_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.DeleteApplicationRequest.FromString,
+                    response_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.DeleteApplicationResponse.SerializeToString,
+            ),
+            'FinalizeUndeploy': grpc.unary_unary_rpc_method_handler(
+                    servicer.FinalizeUndeploy,
+                    request_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.FinalizeUndeployRequest.FromString,
+                    response_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.FinalizeUndeployResponse.SerializeToString,
             ),
             'ListApplications': grpc.unary_unary_rpc_method_handler(
                     servicer.ListApplications,
@@ -352,6 +391,60 @@ class SpecsService:
             '/innominatus.specs.v1.SpecsService/FinalizeDeployment',
             innominatus_dot_specs_dot_v1_dot_specs__pb2.FinalizeDeploymentRequest.SerializeToString,
             innominatus_dot_specs_dot_v1_dot_specs__pb2.FinalizeDeploymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteApplication(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/innominatus.specs.v1.SpecsService/DeleteApplication',
+            innominatus_dot_specs_dot_v1_dot_specs__pb2.DeleteApplicationRequest.SerializeToString,
+            innominatus_dot_specs_dot_v1_dot_specs__pb2.DeleteApplicationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FinalizeUndeploy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/innominatus.specs.v1.SpecsService/FinalizeUndeploy',
+            innominatus_dot_specs_dot_v1_dot_specs__pb2.FinalizeUndeployRequest.SerializeToString,
+            innominatus_dot_specs_dot_v1_dot_specs__pb2.FinalizeUndeployResponse.FromString,
             options,
             channel_credentials,
             insecure,

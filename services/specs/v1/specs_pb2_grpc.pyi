@@ -44,6 +44,17 @@ class SpecsServiceStub:
     immutable deployment set and commits it to the environment's GitOps repository. Called by
     the engine's deploy workflow (its `render` step) on its own behalf.
     """
+    DeleteApplication: _grpc.UnaryUnaryMultiCallable[_specs_pb2.DeleteApplicationRequest, _specs_pb2.DeleteApplicationResponse]
+    """Removes an application from one environment: starts the engine's `undeploy` workflow, which
+    deprovisions the resources of the application's latest deployment there in reverse
+    dependency order and then removes the application's directory from the environment's
+    GitOps repository (FinalizeUndeploy). Returns at once; follow the run.
+    """
+    FinalizeUndeploy: _grpc.UnaryUnaryMultiCallable[_specs_pb2.FinalizeUndeployRequest, _specs_pb2.FinalizeUndeployResponse]
+    """Commits the removal of an application's directory from the environment's GitOps repository
+    and marks its deployments there as removed. Called by the engine's undeploy workflow (its
+    `remove` step) on its own behalf.
+    """
     ListApplications: _grpc.UnaryUnaryMultiCallable[_specs_pb2.ListApplicationsRequest, _specs_pb2.ListApplicationsResponse]
     GetApplication: _grpc.UnaryUnaryMultiCallable[_specs_pb2.GetApplicationRequest, _specs_pb2.GetApplicationResponse]
     ListWorkloads: _grpc.UnaryUnaryMultiCallable[_specs_pb2.ListWorkloadsRequest, _specs_pb2.ListWorkloadsResponse]
@@ -83,6 +94,17 @@ class SpecsServiceAsyncStub(SpecsServiceStub):
     """Renders a deployment's workload with the outputs of its provisioned resources into an
     immutable deployment set and commits it to the environment's GitOps repository. Called by
     the engine's deploy workflow (its `render` step) on its own behalf.
+    """
+    DeleteApplication: _aio.UnaryUnaryMultiCallable[_specs_pb2.DeleteApplicationRequest, _specs_pb2.DeleteApplicationResponse]  # type: ignore[assignment]
+    """Removes an application from one environment: starts the engine's `undeploy` workflow, which
+    deprovisions the resources of the application's latest deployment there in reverse
+    dependency order and then removes the application's directory from the environment's
+    GitOps repository (FinalizeUndeploy). Returns at once; follow the run.
+    """
+    FinalizeUndeploy: _aio.UnaryUnaryMultiCallable[_specs_pb2.FinalizeUndeployRequest, _specs_pb2.FinalizeUndeployResponse]  # type: ignore[assignment]
+    """Commits the removal of an application's directory from the environment's GitOps repository
+    and marks its deployments there as removed. Called by the engine's undeploy workflow (its
+    `remove` step) on its own behalf.
     """
     ListApplications: _aio.UnaryUnaryMultiCallable[_specs_pb2.ListApplicationsRequest, _specs_pb2.ListApplicationsResponse]  # type: ignore[assignment]
     GetApplication: _aio.UnaryUnaryMultiCallable[_specs_pb2.GetApplicationRequest, _specs_pb2.GetApplicationResponse]  # type: ignore[assignment]
@@ -138,6 +160,29 @@ class SpecsServiceServicer(metaclass=_abc_1.ABCMeta):
         """Renders a deployment's workload with the outputs of its provisioned resources into an
         immutable deployment set and commits it to the environment's GitOps repository. Called by
         the engine's deploy workflow (its `render` step) on its own behalf.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteApplication(
+        self,
+        request: _specs_pb2.DeleteApplicationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_specs_pb2.DeleteApplicationResponse, _abc.Awaitable[_specs_pb2.DeleteApplicationResponse]]:
+        """Removes an application from one environment: starts the engine's `undeploy` workflow, which
+        deprovisions the resources of the application's latest deployment there in reverse
+        dependency order and then removes the application's directory from the environment's
+        GitOps repository (FinalizeUndeploy). Returns at once; follow the run.
+        """
+
+    @_abc_1.abstractmethod
+    def FinalizeUndeploy(
+        self,
+        request: _specs_pb2.FinalizeUndeployRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_specs_pb2.FinalizeUndeployResponse, _abc.Awaitable[_specs_pb2.FinalizeUndeployResponse]]:
+        """Commits the removal of an application's directory from the environment's GitOps repository
+        and marks its deployments there as removed. Called by the engine's undeploy workflow (its
+        `remove` step) on its own behalf.
         """
 
     @_abc_1.abstractmethod
