@@ -70,6 +70,7 @@ role_permissions := {
 		"resources.check",
 		"resources.reveal",
 		"resourcedefinitions.write",
+		"environments.create",
 	},
 	"platform-engineer": {
 		"teams.update",
@@ -93,6 +94,7 @@ role_permissions := {
 		"resources.check",
 		"resources.reveal",
 		"resourcedefinitions.write",
+		"environments.create",
 	},
 	"developer": {
 		"deployments.create",
@@ -148,6 +150,9 @@ known_permissions := {
 	"resources.reveal",
 	# Creating, updating and deleting resource definitions (how resources are provisioned).
 	"resourcedefinitions.write",
+	# Creating an environment with a type (development, staging, production). Deployments to a
+	# production environment wait for an approval gate (runs.approve) in the deploy workflow.
+	"environments.create",
 	"audit.append",
 }
 

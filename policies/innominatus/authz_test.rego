@@ -427,3 +427,17 @@ test_application_delete_by_role if {
 		`role "viewer" of user "bob" does not grant "applications.delete"`,
 	)
 }
+
+# -- environments.create --------------------------------------------------------
+
+test_environment_create_by_role if {
+	every r in {"admin", "platform-engineer"} {
+		allowed(req(user("x", [r]), "gateway", "environments.create"))
+	}
+	every r in {"developer", "viewer"} {
+		denied_with(
+			req(user("x", [r]), "gateway", "environments.create"),
+			sprintf(`role "%s" of user "x" does not grant "environments.create"`, [r]),
+		)
+	}
+}

@@ -228,6 +228,11 @@ _DEPLOY_STEPS = [
 ]
 
 
+# The approval gate of a deployment to a production environment (inputs.environment_type).
+APPROVE_STEP = "approve"
+PRODUCTION_APPROVERS = ("platform-engineer", "admin")
+
+
 def provision_step_id(ref: str) -> str:
     return f"provision-{ref}"
 
@@ -245,11 +250,25 @@ def _claims(inputs: dict) -> list[dict]:
 
 
 def deploy_workflow(inputs: dict | None = None) -> model.WorkflowDef:
-    """The ``deploy`` workflow for one run: validate -> provision-<ref> (one `resource` step per
-    claim, after the provision steps of the claims its params depend on) -> render -> release."""
+    """The ``deploy`` workflow for one run: validate -> [approve] -> provision-<ref> (one
+    `resource` step per claim, after the provision steps of the claims its params depend on) ->
+    render -> release. ``approve`` (an `approval` step, approvers platform-engineer and admin)
+    is there when ``inputs.environment_type`` is "production"."""
     claims = _claims(inputs or {})
     refs = {c["ref"] for c in claims}
     steps = [model.StepDef(id="validate", type="workload.check", with_=dict(_COMMON), retry=_RETRY)]
+    first = "validate"
+    if (inputs or {}).get("environment_type") == "production":
+        # A production deployment waits for a platform engineer's or admin's approval before
+        # anything is provisioned or committed. Deciding it is policy-gated ("runs.approve") and
+        # the engine checks the caller is one of these approvers.
+        message = (f"Deploy application {inputs.get('application') or inputs.get('workload') or '?'} to production "
+                   f"environment {inputs.get('environment') or '?'}, requested by "
+                   f"{inputs.get('requested_by') or 'unknown'}?").replace("${", "$ {")
+        steps.append(model.StepDef(id=APPROVE_STEP, type="approval", with_={"message": message},
+                                   approval={"message": message, "approvers": list(PRODUCTION_APPROVERS)},
+                                   depends_on=("validate",)))
+        first = APPROVE_STEP
     provision_ids = []
     for claim in claims:
         depends = tuple(sorted(provision_step_id(d) for d in claim.get("depends_on") or []
@@ -257,11 +276,11 @@ def deploy_workflow(inputs: dict | None = None) -> model.WorkflowDef:
         step_id = provision_step_id(claim["ref"])
         provision_ids.append(step_id)
         steps.append(model.StepDef(id=step_id, type="resource", with_={"name": claim["resource"]},
-                                   depends_on=("validate", *depends), retry=_PROVISION_RETRY))
+                                   depends_on=(first, *depends), retry=_PROVISION_RETRY))
     resources = {c["ref"]: "${steps." + provision_step_id(c["ref"]).replace(".", "\\.") + ".outputs}"
                  for c in claims}
     steps.append(model.StepDef(id="render", type="render.kubernetes", with_={**_COMMON, "resources": resources},
-                               depends_on=tuple(provision_ids) or ("validate",), retry=_RENDER_RETRY))
+                               depends_on=tuple(provision_ids) or (first,), retry=_RENDER_RETRY))
     steps.append(model.StepDef(id="release", type="release.write",
                                with_={**_COMMON, "outputs": {"render": "${steps.render.outputs}"}},
                                depends_on=("render",), retry=_RETRY))

@@ -283,8 +283,9 @@ def describe_resource(info: MethodInfo, request_fields: dict) -> dict:
     return {
         "type": info.resource_type,
         "name": name,
-        "environment": request_fields.get("environment", ""),
-        "application": request_fields.get("application", ""),
+        # Only names: a request whose `environment` is a message (CreateEnvironment) names it above.
+        "environment": request_fields["environment"] if isinstance(request_fields.get("environment"), str) else "",
+        "application": request_fields["application"] if isinstance(request_fields.get("application"), str) else "",
     }
 
 

@@ -43,4 +43,15 @@ deployments = Table(
     UniqueConstraint("creator", "request_id", name="uq_deployments_request"),
 )
 
+# Environments deployments go to, with their type ("development", "staging", "production").
+# CreateEnvironment adds one; a deployment to an unknown environment adds it as "development"
+# (except one named "production" or "prod", which must be created first).
+environments = Table(
+    "environments",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("type", String(32), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
 outbox = outbox_table(metadata)

@@ -22,12 +22,13 @@ from pathlib import Path
 import grpc
 from google.protobuf import json_format, struct_pb2
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from innominatus.engine.v1 import engine_pb2, engine_pb2_grpc
 from innominatus.kit import context as reqctx
 from innominatus.kit import db
-from innominatus.kit.errors import (FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Unavailable,
-                                    from_rpc_error)
+from innominatus.kit.errors import (AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, NotFound,
+                                    Unavailable, from_rpc_error)
 from innominatus.kit.logs import get_logger
 from innominatus.kit.names import check_name
 from innominatus.kit.pagination import page_size
@@ -48,6 +49,17 @@ log = get_logger(__name__)
 
 SEVERITY = {ERROR: specs_pb2.SEVERITY_ERROR, WARNING: specs_pb2.SEVERITY_WARNING, "info": specs_pb2.SEVERITY_INFO}
 DOWNSTREAM_TIMEOUT = 15.0
+
+# Environment types: stored as these names, the API's EnvironmentType enum values.
+ENVIRONMENT_TYPES = {
+    specs_pb2.ENVIRONMENT_TYPE_DEVELOPMENT: "development",
+    specs_pb2.ENVIRONMENT_TYPE_STAGING: "staging",
+    specs_pb2.ENVIRONMENT_TYPE_PRODUCTION: "production",
+}
+ENVIRONMENT_TYPE_ENUM = {name: value for value, name in ENVIRONMENT_TYPES.items()}
+# Names of environments a deployment never creates implicitly (as "development"): an admin
+# creates them first with their type.
+PRODUCTION_NAMES = frozenset({"production", "prod"})
 
 
 def _finding_proto(f: Finding) -> specs_pb2.Finding:
@@ -77,6 +89,12 @@ def _deployment_proto(row) -> specs_pb2.Deployment:
     return d
 
 
+def _environment_proto(row) -> specs_pb2.Environment:
+    e = specs_pb2.Environment(name=row.name, type=ENVIRONMENT_TYPE_ENUM.get(row.type, 0))
+    times.set_time(e.create_time, row.created_at)
+    return e
+
+
 class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -86,6 +104,56 @@ class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
         return specs_pb2.ValidateWorkloadResponse(
             valid=result.valid, findings=[_finding_proto(f) for f in result.findings], workload=result.workload
         )
+
+    # -- environments -------------------------------------------------------------------
+
+    async def CreateEnvironment(self, request, context):
+        env = request.environment
+        name = env.name.removeprefix("environments/")
+        if not name:
+            raise InvalidArgument("environment.name is required",
+                                  violations=[FieldViolation("environment.name", "name the environment")])
+        check_name(name, "environment.name")
+        kind = ENVIRONMENT_TYPES.get(env.type)
+        if kind is None:
+            raise InvalidArgument(
+                "environment.type is required: ENVIRONMENT_TYPE_DEVELOPMENT, _STAGING or _PRODUCTION",
+                violations=[FieldViolation("environment.type", "choose development, staging or production")])
+        session = db.session()
+        table = models.environments
+        try:
+            async with session.begin_nested():
+                await session.execute(table.insert().values(name=name, type=kind, created_at=times.now()))
+        except IntegrityError:
+            raise AlreadyExists(f"environment {name!r} already exists", reason="ENVIRONMENT_ALREADY_EXISTS",
+                                metadata={"environment": name}) from None
+        row = (await session.execute(select(table).where(table.c.name == name))).one()
+        return specs_pb2.CreateEnvironmentResponse(environment=_environment_proto(row))
+
+    async def ListEnvironments(self, request, context):
+        table = models.environments
+        rows = (await db.session().execute(select(table).order_by(table.c.name))).all()
+        return specs_pb2.ListEnvironmentsResponse(environments=[_environment_proto(r) for r in rows])
+
+    async def _environment_type(self, session, name: str) -> str:
+        """The type of environment ``name``; an unknown one is created as "development", except
+        one named like production, which is refused (an admin creates it with its type)."""
+        table = models.environments
+        row = (await session.execute(select(table.c.type).where(table.c.name == name))).one_or_none()
+        if row is not None:
+            return row.type
+        if name.lower() in PRODUCTION_NAMES:
+            raise FailedPrecondition(
+                f"environment {name!r} does not exist; an admin or platform engineer must create it first with "
+                f"its type (POST /api/v1/environments, e.g. type ENVIRONMENT_TYPE_PRODUCTION)",
+                reason="ENVIRONMENT_NOT_FOUND", metadata={"environment": name})
+        try:
+            async with session.begin_nested():
+                await session.execute(table.insert().values(name=name, type="development", created_at=times.now()))
+        except IntegrityError:  # created at the same moment by another request
+            row = (await session.execute(select(table.c.type).where(table.c.name == name))).one()
+            return row.type
+        return "development"
 
     async def CreateDeployment(self, request, context):
         if not request.environment:
@@ -124,10 +192,11 @@ class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
                 run = await self._get_run(existing.run)
                 return specs_pb2.CreateDeploymentResponse(deployment=_deployment_proto(existing), run=run)
 
+        environment_type = await self._environment_type(session, request.environment)
         version = await self._store_version(session, result.workload, request.score_yaml, creator)
         deployment_id = uuid.uuid4().hex
         claimed, started = await self._claim_and_start(application, request.environment, result.workload,
-                                                       result.document, version, deployment_id)
+                                                       result.document, version, deployment_id, environment_type)
         content_hash = hashlib.sha256(request.score_yaml.encode()).hexdigest()
         await session.execute(
             deployments.insert().values(
@@ -145,7 +214,7 @@ class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
         )
 
     async def _claim_and_start(self, application: str, environment: str, workload: str, document: dict,
-                               version: int, deployment_id: str):
+                               version: int, deployment_id: str, environment_type: str):
         """Claim the workload's resources and start the deploy run of a deployment (as the user)."""
         claims = [
             resources_pb2.ResourceClaim(ref=ref, type=spec.get("type", ""), id=spec.get("id", ""),
@@ -177,6 +246,11 @@ class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
                         for c in claims if c.ref in by_ref
                     ],
                     "deployment": f"deployments/{deployment_id}",
+                    # "production": the deploy workflow waits for an approval before provisioning.
+                    "environment_type": environment_type,
+                    "application": application,
+                    "environment": environment,
+                    "requested_by": reqctx.current().subject.actor,
                 }
             )
             started = await engine.StartRun(
@@ -540,9 +614,11 @@ class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
                 return specs_pb2.RollbackDeploymentResponse(deployment=_deployment_proto(existing), run=run)
         await self._committed_set(target)  # FAILED_PRECONDITION when there is no readable set to return to
         version = await self._version_row(session, target.workload, target.workload_version)
+        environment_type = await self._environment_type(session, target.environment)
         deployment_id = uuid.uuid4().hex
         claimed, started = await self._claim_and_start(target.application, target.environment, target.workload,
-                                                       _document(version.source), version.version, deployment_id)
+                                                       _document(version.source), version.version, deployment_id,
+                                                       environment_type)
         await session.execute(
             deployments.insert().values(
                 id=deployment_id, application=target.application, environment=target.environment,

@@ -20,10 +20,21 @@ class Severity(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SEVERITY_ERROR: _ClassVar[Severity]
     SEVERITY_WARNING: _ClassVar[Severity]
     SEVERITY_INFO: _ClassVar[Severity]
+
+class EnvironmentType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ENVIRONMENT_TYPE_UNSPECIFIED: _ClassVar[EnvironmentType]
+    ENVIRONMENT_TYPE_DEVELOPMENT: _ClassVar[EnvironmentType]
+    ENVIRONMENT_TYPE_STAGING: _ClassVar[EnvironmentType]
+    ENVIRONMENT_TYPE_PRODUCTION: _ClassVar[EnvironmentType]
 SEVERITY_UNSPECIFIED: Severity
 SEVERITY_ERROR: Severity
 SEVERITY_WARNING: Severity
 SEVERITY_INFO: Severity
+ENVIRONMENT_TYPE_UNSPECIFIED: EnvironmentType
+ENVIRONMENT_TYPE_DEVELOPMENT: EnvironmentType
+ENVIRONMENT_TYPE_STAGING: EnvironmentType
+ENVIRONMENT_TYPE_PRODUCTION: EnvironmentType
 
 class Finding(_message.Message):
     __slots__ = ("code", "severity", "message", "pointer", "line", "column", "hint")
@@ -440,3 +451,35 @@ class FinalizeUndeployResponse(_message.Message):
     commit: str
     removed_deployments: int
     def __init__(self, commit: _Optional[str] = ..., removed_deployments: _Optional[int] = ...) -> None: ...
+
+class Environment(_message.Message):
+    __slots__ = ("name", "type", "create_time")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: EnvironmentType
+    create_time: _timestamp_pb2.Timestamp
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[EnvironmentType, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class CreateEnvironmentRequest(_message.Message):
+    __slots__ = ("environment",)
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    environment: Environment
+    def __init__(self, environment: _Optional[_Union[Environment, _Mapping]] = ...) -> None: ...
+
+class CreateEnvironmentResponse(_message.Message):
+    __slots__ = ("environment",)
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    environment: Environment
+    def __init__(self, environment: _Optional[_Union[Environment, _Mapping]] = ...) -> None: ...
+
+class ListEnvironmentsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListEnvironmentsResponse(_message.Message):
+    __slots__ = ("environments",)
+    ENVIRONMENTS_FIELD_NUMBER: _ClassVar[int]
+    environments: _containers.RepeatedCompositeFieldContainer[Environment]
+    def __init__(self, environments: _Optional[_Iterable[_Union[Environment, _Mapping]]] = ...) -> None: ...

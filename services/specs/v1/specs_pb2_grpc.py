@@ -110,6 +110,16 @@ class SpecsServiceStub:
                 request_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.RollbackDeploymentRequest.SerializeToString,
                 response_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.RollbackDeploymentResponse.FromString,
                 _registered_method=True)
+        self.CreateEnvironment = channel.unary_unary(
+                '/innominatus.specs.v1.SpecsService/CreateEnvironment',
+                request_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.CreateEnvironmentRequest.SerializeToString,
+                response_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.CreateEnvironmentResponse.FromString,
+                _registered_method=True)
+        self.ListEnvironments = channel.unary_unary(
+                '/innominatus.specs.v1.SpecsService/ListEnvironments',
+                request_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.ListEnvironmentsRequest.SerializeToString,
+                response_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.ListEnvironmentsResponse.FromString,
+                _registered_method=True)
 
 
 class SpecsServiceServicer:
@@ -230,6 +240,23 @@ class SpecsServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateEnvironment(self, request, context):
+        """Creates an environment with a type. Deployments to a production environment wait for an
+        approval (the deploy workflow's `approve` step; deciding it needs "runs.approve" and being
+        one of its approvers). An environment a deployment names that does not exist yet is created
+        as a development environment, except one named "production" or "prod".
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEnvironments(self, request, context):
+        """Lists the environments, by name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SpecsServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -307,6 +334,16 @@ def add_SpecsServiceServicer_to_server(servicer, server):
                     servicer.RollbackDeployment,
                     request_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.RollbackDeploymentRequest.FromString,
                     response_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.RollbackDeploymentResponse.SerializeToString,
+            ),
+            'CreateEnvironment': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateEnvironment,
+                    request_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.CreateEnvironmentRequest.FromString,
+                    response_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.CreateEnvironmentResponse.SerializeToString,
+            ),
+            'ListEnvironments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEnvironments,
+                    request_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.ListEnvironmentsRequest.FromString,
+                    response_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.ListEnvironmentsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -715,6 +752,60 @@ class SpecsService:
             '/innominatus.specs.v1.SpecsService/RollbackDeployment',
             innominatus_dot_specs_dot_v1_dot_specs__pb2.RollbackDeploymentRequest.SerializeToString,
             innominatus_dot_specs_dot_v1_dot_specs__pb2.RollbackDeploymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateEnvironment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/innominatus.specs.v1.SpecsService/CreateEnvironment',
+            innominatus_dot_specs_dot_v1_dot_specs__pb2.CreateEnvironmentRequest.SerializeToString,
+            innominatus_dot_specs_dot_v1_dot_specs__pb2.CreateEnvironmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEnvironments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/innominatus.specs.v1.SpecsService/ListEnvironments',
+            innominatus_dot_specs_dot_v1_dot_specs__pb2.ListEnvironmentsRequest.SerializeToString,
+            innominatus_dot_specs_dot_v1_dot_specs__pb2.ListEnvironmentsResponse.FromString,
             options,
             channel_credentials,
             insecure,

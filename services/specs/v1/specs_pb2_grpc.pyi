@@ -78,6 +78,14 @@ class SpecsServiceStub:
     same application and environment whose run re-claims the resources and commits the
     earlier set's content to GitOps. Returns at once; follow the run.
     """
+    CreateEnvironment: _grpc.UnaryUnaryMultiCallable[_specs_pb2.CreateEnvironmentRequest, _specs_pb2.CreateEnvironmentResponse]
+    """Creates an environment with a type. Deployments to a production environment wait for an
+    approval (the deploy workflow's `approve` step; deciding it needs "runs.approve" and being
+    one of its approvers). An environment a deployment names that does not exist yet is created
+    as a development environment, except one named "production" or "prod".
+    """
+    ListEnvironments: _grpc.UnaryUnaryMultiCallable[_specs_pb2.ListEnvironmentsRequest, _specs_pb2.ListEnvironmentsResponse]
+    """Lists the environments, by name."""
 
 @_typing.type_check_only
 class SpecsServiceAsyncStub(SpecsServiceStub):
@@ -129,6 +137,14 @@ class SpecsServiceAsyncStub(SpecsServiceStub):
     same application and environment whose run re-claims the resources and commits the
     earlier set's content to GitOps. Returns at once; follow the run.
     """
+    CreateEnvironment: _aio.UnaryUnaryMultiCallable[_specs_pb2.CreateEnvironmentRequest, _specs_pb2.CreateEnvironmentResponse]  # type: ignore[assignment]
+    """Creates an environment with a type. Deployments to a production environment wait for an
+    approval (the deploy workflow's `approve` step; deciding it needs "runs.approve" and being
+    one of its approvers). An environment a deployment names that does not exist yet is created
+    as a development environment, except one named "production" or "prod".
+    """
+    ListEnvironments: _aio.UnaryUnaryMultiCallable[_specs_pb2.ListEnvironmentsRequest, _specs_pb2.ListEnvironmentsResponse]  # type: ignore[assignment]
+    """Lists the environments, by name."""
 
 class SpecsServiceServicer(metaclass=_abc_1.ABCMeta):
     """Score workloads: validation, stored versions, and the entry point of a deployment."""
@@ -267,5 +283,25 @@ class SpecsServiceServicer(metaclass=_abc_1.ABCMeta):
         same application and environment whose run re-claims the resources and commits the
         earlier set's content to GitOps. Returns at once; follow the run.
         """
+
+    @_abc_1.abstractmethod
+    def CreateEnvironment(
+        self,
+        request: _specs_pb2.CreateEnvironmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_specs_pb2.CreateEnvironmentResponse, _abc.Awaitable[_specs_pb2.CreateEnvironmentResponse]]:
+        """Creates an environment with a type. Deployments to a production environment wait for an
+        approval (the deploy workflow's `approve` step; deciding it needs "runs.approve" and being
+        one of its approvers). An environment a deployment names that does not exist yet is created
+        as a development environment, except one named "production" or "prod".
+        """
+
+    @_abc_1.abstractmethod
+    def ListEnvironments(
+        self,
+        request: _specs_pb2.ListEnvironmentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_specs_pb2.ListEnvironmentsResponse, _abc.Awaitable[_specs_pb2.ListEnvironmentsResponse]]:
+        """Lists the environments, by name."""
 
 def add_SpecsServiceServicer_to_server(servicer: SpecsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
