@@ -807,17 +807,10 @@ def cmd_deploy(args: argparse.Namespace) -> int:
                 ("State", enum(run.get("state"))),
             ]
         )
-        if args.wait:
-            _print_steps(run)
-        if run.get("error"):
-            print(f"Error: {run['error']}")
-        if not args.wait:
-            print(f"Follow it with: innominatus runs get {run.get('name', '')}", file=sys.stderr)
+        _print_run_outcome(run, args.wait)
 
     output.emit(response, fmt, table)
-    if not args.wait:
-        return EXIT_OK
-    return EXIT_OK if run.get("state") == "RUN_STATE_SUCCEEDED" else EXIT_FAILED
+    return _run_exit_code(run, args.wait)
 
 
 def wait_for_run(
@@ -927,17 +920,10 @@ def cmd_apps_delete(args: argparse.Namespace) -> int:
     def table() -> None:
         print_fields([("Application", args.name), ("Environment", args.env), ("Run", run.get("name")),
                       ("State", enum(run.get("state")))])
-        if args.wait:
-            _print_steps(run)
-        if run.get("error"):
-            print(f"Error: {run['error']}")
-        if not args.wait:
-            print(f"Follow it with: innominatus runs get {run.get('name', '')}", file=sys.stderr)
+        _print_run_outcome(run, args.wait)
 
     output.emit(response, fmt, table)
-    if not args.wait:
-        return EXIT_OK
-    return EXIT_OK if run.get("state") == "RUN_STATE_SUCCEEDED" else EXIT_FAILED
+    return _run_exit_code(run, args.wait)
 
 
 def cmd_apps_get(args: argparse.Namespace) -> int:
@@ -1173,18 +1159,27 @@ def cmd_deployments_rollback(args: argparse.Namespace) -> int:
                 ("Commit", deployment.get("gitopsCommit")),
             ]
         )
-        if args.wait:
-            _print_steps(run)
-        if run.get("error"):
-            print(f"Error: {run['error']}")
-        if not args.wait:
-            print(f"Follow it with: innominatus runs get {run.get('name', '')}", file=sys.stderr)
+        _print_run_outcome(run, args.wait)
 
     output.emit(response, fmt, table)
-    if not args.wait:
+    return _run_exit_code(run, args.wait)
+
+
+
+def _print_run_outcome(run: dict, waited: bool) -> None:
+    """The end of a command that started a run: its steps when we waited for it, else how to follow it."""
+    if waited:
+        _print_steps(run)
+    if run.get("error"):
+        print(f"Error: {run['error']}")
+    if not waited:
+        print(f"Follow it with: innominatus runs get {run.get('name', '')}", file=sys.stderr)
+
+
+def _run_exit_code(run: dict, waited: bool) -> int:
+    if not waited:
         return EXIT_OK
     return EXIT_OK if run.get("state") == "RUN_STATE_SUCCEEDED" else EXIT_FAILED
-
 
 # -- runs -------------------------------------------------------------------------------
 
@@ -1399,17 +1394,10 @@ def cmd_goldenpaths_run(args: argparse.Namespace) -> int:
             ("State", enum(run.get("state"))),
             ("Expires", when(response.get("expireTime")) if response.get("expireTime") else None),
         ])
-        if args.wait:
-            _print_steps(run)
-        if run.get("error"):
-            print(f"Error: {run['error']}")
-        if not args.wait:
-            print(f"Follow it with: innominatus runs get {run.get('name', '')}", file=sys.stderr)
+        _print_run_outcome(run, args.wait)
 
     output.emit(response, fmt, table)
-    if not args.wait:
-        return EXIT_OK
-    return EXIT_OK if run.get("state") == "RUN_STATE_SUCCEEDED" else EXIT_FAILED
+    return _run_exit_code(run, args.wait)
 
 
 # -- users ------------------------------------------------------------------------------
