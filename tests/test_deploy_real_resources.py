@@ -21,8 +21,7 @@ import yaml
 
 from innominatus.identity.v1 import identity_pb2
 from innominatus.specs.deployment_sets import DeploymentSet, diff_sets
-from tests.helpers.mesh import running_platform
-from tests.helpers.real_resources import resource_env
+from tests.helpers.runs import deploy, steps_by_id
 
 pytestmark = pytest.mark.postgres
 
@@ -30,31 +29,12 @@ SCORE = (Path(__file__).parent / "fixtures" / "score" / "orders-real.yaml").read
 
 
 @pytest.fixture
-async def platform(tmp_path, monkeypatch):
-    for name, value in resource_env().items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("INNOMINATUS_GITOPS_URL_TEMPLATE", raising=False)
-    async with running_platform(tmp_path / "data") as running:
-        yield running
+def platform(resource_platform):
+    return resource_platform
 
 
 def _git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
-
-
-async def _deploy(http, score: str) -> dict:
-    created = await http.post("/api/v1/deployments", json={"scoreYaml": score, "environment": "dev"})
-    assert created.status_code == 200, created.text
-    run_name = created.json()["run"]["name"]
-    deadline = time.monotonic() + 90
-    while True:  # --wait: poll GetRun until the run is done
-        run = (await http.get(f"/api/v1/{run_name}")).json()["run"]
-        if run["state"] in ("RUN_STATE_SUCCEEDED", "RUN_STATE_FAILED", "RUN_STATE_CANCELLED"):
-            break
-        assert time.monotonic() < deadline, run
-        await asyncio.sleep(0.2)
-    assert run["state"] == "RUN_STATE_SUCCEEDED", json.dumps(run, indent=1)
-    return {"deployment": created.json()["deployment"], "run": run}
 
 
 def _env(manifest_text: str) -> dict:
@@ -72,9 +52,9 @@ async def test_deploy_provisions_real_resources_and_commits_a_deployment_set(pla
     developer = await platform.create_user(admin, f"dev{uuid.uuid4().hex[:6]}", identity_pb2.ROLE_DEVELOPER)
 
     async with platform.http(developer) as http:
-        first = await _deploy(http, score)
+        first = await deploy(http, score)  # as `innominatus deploy --wait`: GetRun polled until the run ends
     run = first["run"]
-    steps = {s["name"]: s for s in run["steps"]}
+    steps = steps_by_id(run)
     assert list(steps) == ["validate", "provision-cache", "provision-db", "render", "release"]
     assert all(s["state"] == "STEP_STATE_SUCCEEDED" for s in steps.values())
     assert {s["type"] for n, s in steps.items() if n.startswith("provision-")} == {"resource"}
@@ -154,8 +134,8 @@ async def test_deploy_provisions_real_resources_and_commits_a_deployment_set(pla
 
     # a second deploy with a new image: a second commit, and the sets' diff names the image
     async with platform.http(developer) as http:
-        second = await _deploy(http, score.replace("orders:1.0.0", "orders:1.1.0"))
-    steps2 = {s["name"]: s for s in second["run"]["steps"]}
+        second = await deploy(http, score.replace("orders:1.0.0", "orders:1.1.0"))
+    steps2 = steps_by_id(second["run"])
     commits = _git(repo, "log", "--format=%H", "main").split()
     assert len(commits) == 2 and commits[0] == steps2["render"]["outputs"]["commit"]
     newer = DeploymentSet.from_json(_git(repo, "show", f"main:{base}/deployment-set.json"))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import time
 import uuid
 
 import pytest
@@ -18,8 +17,7 @@ import pytest
 from innominatus.cli.main import main as cli_main
 from innominatus.identity.v1 import identity_pb2
 from innominatus.specs.deployment_sets import DeploymentSet
-from tests.helpers.mesh import running_platform
-from tests.helpers.real_resources import resource_env
+from tests.helpers.runs import deploy, steps_by_id
 
 pytestmark = pytest.mark.postgres
 
@@ -38,39 +36,25 @@ resources:
     type: postgres
 """
 
-TERMINAL = ("RUN_STATE_SUCCEEDED", "RUN_STATE_FAILED", "RUN_STATE_CANCELLED")
+
+@pytest.fixture
+def resource_platform_env(tmp_path):
+    # the CLI runs in this process: its credentials file in the test's directory, not the user's
+    return {"INNOMINATUS_CONFIG_DIR": str(tmp_path / "config")}
 
 
 @pytest.fixture
-async def platform(tmp_path, monkeypatch):
-    for name, value in resource_env().items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("INNOMINATUS_GITOPS_URL_TEMPLATE", raising=False)
-    monkeypatch.setenv("INNOMINATUS_CONFIG_DIR", str(tmp_path / "config"))
-    async with running_platform(tmp_path / "data") as running:
-        yield running
+def platform(resource_platform):
+    return resource_platform
 
 
 def _git(repo, *args: str) -> str:
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
 
 
-async def _wait(http, run_name: str) -> dict:
-    deadline = time.monotonic() + 90
-    while True:
-        run = (await http.get(f"/api/v1/{run_name}")).json()["run"]
-        if run["state"] in TERMINAL:
-            return run
-        assert time.monotonic() < deadline, run
-        await asyncio.sleep(0.2)
-
-
 async def _deploy(http, score: str) -> dict:
-    created = await http.post("/api/v1/deployments", json={"scoreYaml": score, "environment": "dev"})
-    assert created.status_code == 200, created.text
-    run = await _wait(http, created.json()["run"]["name"])
-    assert run["state"] == "RUN_STATE_SUCCEEDED", json.dumps(run, indent=1)
-    got = await http.get(f"/api/v1/{created.json()['deployment']['name']}")
+    """Deploy to dev and wait; GetDeployment of it (the deployment and its set's summary)."""
+    got = await http.get(f"/api/v1/{(await deploy(http, score))['deployment']['name']}")
     assert got.status_code == 200, got.text
     return got.json()
 
@@ -143,11 +127,9 @@ async def test_list_get_diff_and_rollback_through_the_engine(platform, monkeypat
         assert across.status_code == 400
 
         # a deployment whose run never committed a set cannot be rolled back to (image "." is refused)
-        broken = await http.post("/api/v1/deployments", json={
-            "scoreYaml": v1.replace(f"registry.example.com/shop/{app}:1.0.0", "."), "environment": "dev"})
-        assert broken.status_code == 200, broken.text
-        assert (await _wait(http, broken.json()["run"]["name"]))["state"] == "RUN_STATE_FAILED"
-        uncommitted = await http.post(f"/api/v1/{broken.json()['deployment']['name']}:rollback", json={})
+        broken = await deploy(http, v1.replace(f"registry.example.com/shop/{app}:1.0.0", "."),
+                              expect="RUN_STATE_FAILED")
+        uncommitted = await http.post(f"/api/v1/{broken['deployment']['name']}:rollback", json={})
         assert uncommitted.status_code == 400, uncommitted.text
         assert uncommitted.json()["reason"] == "DEPLOYMENT_NOT_COMMITTED"
 
@@ -171,7 +153,7 @@ async def test_list_get_diff_and_rollback_through_the_engine(platform, monkeypat
                       "--reason", "1.1.0 breaks checkout", "--wait", "--interval", "0.2") == 0
     rolled = json.loads(capsys.readouterr().out)
     assert rolled["run"]["state"] == "RUN_STATE_SUCCEEDED"
-    steps = {s["name"]: s for s in rolled["run"]["steps"]}
+    steps = steps_by_id(rolled["run"])
     assert steps["provision-db"]["state"] == "STEP_STATE_SUCCEEDED"  # resources re-claimed and verified
     d3 = rolled["deployment"]
     assert d3["rollbackOf"] == d1["name"] and d3["name"] not in (d1["name"], d2["name"])

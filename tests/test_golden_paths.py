@@ -1,6 +1,11 @@
 """The golden-path catalog against PostgreSQL: the shipped paths, invalid files, versions,
 params, real runs through the durable scheduler (git repositories in tmp), the TTL sweeper
-of ephemeral environments, the GoldenPathService handlers and the CLI."""
+of ephemeral environments, the GoldenPathService handlers and the CLI.
+
+The engine here has no specs or resources service: `undeploy-app`'s plan step and the
+`undeploy` sub-workflow's steps talk to stand-ins that speak those services' protos
+(:class:`SpecsStandIn`, :class:`ResourcesStandIn`), named as such. The real services are
+exercised by test_app_delete.py and test_golden_paths_api.py."""
 
 from __future__ import annotations
 
@@ -12,14 +17,16 @@ from pathlib import Path
 import pytest
 
 from innominatus.engine import catalog_models, ephemeral
-from innominatus.engine.catalog import Catalog, default_directory, scan_directory, version_key
+from innominatus.engine.catalog import Catalog, content_hash, default_directory, scan_directory, version_key
 from innominatus.engine.definition import ParamsError, bind_params
 from innominatus.engine.executors import default_registry
 from innominatus.engine.goldenpaths_service import GoldenPathServicer, GoldenPaths, _chain
 from innominatus.engine.scheduler import Scheduler
 from innominatus.engine.v1 import golden_paths_pb2
-from innominatus.engine.workflows import WORKFLOWS
+from innominatus.engine.workflows import WORKFLOWS, builtin_executors
 from innominatus.kit.db import Database
+from innominatus.resources.v1 import resources_pb2
+from innominatus.specs.v1 import specs_pb2
 from tests.helpers.database import drop_database, fresh_database
 from tests.test_cli import FakeGateway, TOKEN
 
@@ -50,14 +57,76 @@ def catalog_dir(tmp_path):
     return directory
 
 
+class SpecsStandIn:
+    """Stands in for the specs service's engine-facing RPCs PlanUndeploy and FinalizeUndeploy:
+    same protos, answers set by the test (an application without a plan is not deployed)."""
+
+    def __init__(self) -> None:
+        self.plans: dict[tuple[str, str], specs_pb2.PlanUndeployResponse] = {}
+        self.calls: list[tuple] = []
+
+    async def PlanUndeploy(self, request, timeout=None):
+        self.calls.append(("PlanUndeploy", request.name, request.environment))
+        return self.plans.get((request.name.removeprefix("applications/"), request.environment),
+                              specs_pb2.PlanUndeployResponse())
+
+    async def FinalizeUndeploy(self, request, timeout=None):
+        self.calls.append(("FinalizeUndeploy", request.name, request.environment, request.requested_by))
+        return specs_pb2.FinalizeUndeployResponse(commit="0" * 40, removed_deployments=1)
+
+    def of(self, method: str) -> list[tuple]:
+        return [c for c in self.calls if c[0] == method]
+
+
+class ResourcesStandIn:
+    """Stands in for ResourcesService.DeprovisionResource: records the calls; a resource named
+    in ``hold`` blocks its call until the event is set (``entered`` says it got there)."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []  # every attempt
+        self.deprovisioned: list[str] = []  # attempts that completed, in order
+        self.hold: dict[str, asyncio.Event] = {}
+        self.entered: dict[str, asyncio.Event] = {}
+
+    async def DeprovisionResource(self, request, timeout=None):
+        self.calls.append(request.name)
+        if request.name in self.hold:
+            self.entered.setdefault(request.name, asyncio.Event()).set()
+            await self.hold[request.name].wait()
+        self.deprovisioned.append(request.name)
+        return resources_pb2.DeprovisionResourceResponse(
+            resource=resources_pb2.Resource(name=request.name, state=resources_pb2.RESOURCE_STATE_DELETED))
+
+
+def executors(workdir: Path):
+    """The engine's lookup (service.py): the built-in workflows' step types, then the registry."""
+    builtin = builtin_executors(workdir / "data")
+    registry = default_registry()
+
+    def lookup(step_type: str):
+        if step_type in builtin:
+            return builtin[step_type]
+        try:
+            return registry.get(step_type)
+        except Exception:  # noqa: BLE001 - unknown type: the step fails saying so
+            return None
+
+    return lookup
+
+
 class Engine:
     """A catalog, a real scheduler and the servicer, on one fresh database."""
 
-    def __init__(self, db, directory: Path, workdir: Path) -> None:
+    def __init__(self, db, directory: Path, workdir: Path, *, worker_id: str = "test-worker",
+                 lease_seconds: float = 5, specs: SpecsStandIn | None = None,
+                 resources: ResourcesStandIn | None = None) -> None:
         self.db = db
+        self.specs = specs or SpecsStandIn()
+        self.resources = resources or ResourcesStandIn()
         self.catalog = Catalog(db, directory, builtin=WORKFLOWS)
-        self.scheduler = Scheduler(db, default_registry(), worker_id="test-worker", lease_seconds=5,
-                                   poll_interval=0.05, workflows=WORKFLOWS, workdir=workdir)
+        self.scheduler = Scheduler(db, executors(workdir), worker_id=worker_id, lease_seconds=lease_seconds,
+                                   poll_interval=0.05, workflows=WORKFLOWS, workdir=workdir,
+                                   services={"specs": self.specs, "resources": self.resources})
         self.scheduler.workflows = _chain(self.catalog, WORKFLOWS)
         self.sweeper = ephemeral.Sweeper(db, self.scheduler, self.catalog, interval=0.1)
         self.paths = GoldenPaths(self.catalog, None)
@@ -113,14 +182,25 @@ def show(repo: Path, path: str, branch: str = "main") -> str:
 # -- the shipped catalog ----------------------------------------------------------------------
 
 
+# sha256 of undeploy-app 1.0.0 as first published: an engine that stored it keeps serving it
+# (other content under that version would be GP-0001).
+UNDEPLOY_APP_1_0_0_SHA256 = "c4c490d2059f0f6a43511f83c60e0e1aabc4f00229ea5913716fa4dfcf3af8e1"
+
+
 def test_the_five_shipped_paths_load_without_findings():
     loaded, invalid = scan_directory(default_directory(), extra_workflows=WORKFLOWS)
     assert invalid == []
     assert {w.name for _f, _t, w in loaded} == SHIPPED
-    for file, _text, workflow in loaded:
-        assert file == f"{workflow.name}.yaml"
-        assert workflow.description and workflow.owner and workflow.tags and workflow.version == "1.0.0"
+    # <name>.yaml is a path's latest version; an older one kept runnable is <name>-<version>.yaml
+    files = {(w.name, w.version): file for file, _t, w in loaded}
+    assert files == {**{(n, "1.0.0"): f"{n}.yaml" for n in SHIPPED - {"undeploy-app"}},
+                     ("undeploy-app", "2.0.0"): "undeploy-app.yaml",
+                     ("undeploy-app", "1.0.0"): "undeploy-app-1.0.0.yaml"}
+    for file, text, workflow in loaded:
+        assert workflow.description and workflow.owner and workflow.tags, file
         assert workflow.params, workflow.name
+        if file == "undeploy-app-1.0.0.yaml":
+            assert content_hash(text) == UNDEPLOY_APP_1_0_0_SHA256
 
 
 async def test_a_broken_file_is_reported_with_line_and_column_and_the_rest_load(engine, catalog_dir):
@@ -202,10 +282,11 @@ async def test_publish_a_new_version(engine):
     same = await engine.call("PublishGoldenPath", golden_paths_pb2.PublishGoldenPathRequest(source_yaml=source))
     assert same.created is False
     newer = await engine.call("PublishGoldenPath", golden_paths_pb2.PublishGoldenPathRequest(
-        source_yaml=source.replace('version: "1.0.0"', 'version: "1.0.1"')))
-    assert newer.created and newer.golden_path.version == "1.0.1"
-    assert [v.version for v in newer.golden_path.versions] == ["1.0.1", "1.0.0"]
+        source_yaml=source.replace('version: "2.0.0"', 'version: "2.0.1"')))
+    assert newer.created and newer.golden_path.version == "2.0.1"
+    assert [v.version for v in newer.golden_path.versions] == ["2.0.1", "2.0.0", "1.0.0"]
     assert newer.golden_path.versions[0].origin == "api"
+    assert newer.golden_path.versions[2].origin == "catalog:undeploy-app-1.0.0.yaml"
     with pytest.raises(Exception) as info:
         await engine.call("PublishGoldenPath", golden_paths_pb2.PublishGoldenPathRequest(source_yaml="kind: Workflow\n"))
     assert info.value.reason == "GOLDEN_PATH_INVALID" and info.value.violations
@@ -301,6 +382,25 @@ async def test_deploy_app_commits_to_gitops_and_undeploy_removes_it(engine, tmp_
     _r, gone = await engine.run("undeploy-app", app="shop", gitops_repo=str(repo))
     assert gone.state == "SUCCEEDED", gone.error
     assert "apps/shop/development/deployment.yaml" not in files_on(repo)
+    # deployed by deploy-app, not by the platform: the plan is empty, the sub-workflow skipped
+    steps = await engine.steps(gone.id)
+    assert steps["plan"].outputs["deployed"] is False and steps["plan"].outputs["claims"] == []
+    assert steps["undeploy"].state == "SKIPPED" and steps["undeploy"].child_run_id is None
+    assert steps["approve"].state == "SKIPPED" and steps["nothing-to-remove"].state == "SKIPPED"
+    assert steps["verify"].state == "SUCCEEDED"
+    assert engine.specs.calls == [("PlanUndeploy", "applications/shop", "development")]
+    assert engine.resources.calls == []
+
+    # version 1.0.0 (GitOps only, no plan) stays runnable
+    _r, run = await engine.run("deploy-app", app="shop", image="registry.example/shop:1.4.3", gitops_repo=str(repo))
+    assert run.state == "SUCCEEDED", run.error
+    response = await engine.call("RunGoldenPath", golden_paths_pb2.RunGoldenPathRequest(
+        name="goldenPaths/undeploy-app", version="1.0.0", params={"app": "shop", "gitops_repo": str(repo)}))
+    assert response.version == "1.0.0"
+    old = await engine.scheduler.wait(response.run.name.removeprefix("runs/"), timeout=60)
+    assert old.state == "SUCCEEDED", old.error
+    assert "apps/shop/development/deployment.yaml" not in files_on(repo)
+    assert len(engine.specs.calls) == 1
 
 
 async def test_deploy_app_to_production_waits_for_an_approval(engine, tmp_path):
@@ -323,6 +423,7 @@ async def test_deploy_app_to_production_waits_for_an_approval(engine, tmp_path):
 
 async def test_db_lifecycle_needs_the_resources_service_and_gates_deletes(engine):
     # This engine runs without a resources service: the provisioning step says so clearly.
+    del engine.scheduler.services["resources"]
     _r, run = await engine.run("db-lifecycle", resource="resources/abc123", action="create")
     assert run.state == "FAILED"
     steps = await engine.steps(run.id)
@@ -365,6 +466,9 @@ async def test_ephemeral_env_is_torn_down_when_its_ttl_passes(engine, tmp_path):
     assert teardown.workflow == "undeploy-app" and teardown.creator == "engine:ephemeral-ttl"
     assert teardown.inputs == {"app": "shop", "environment": "pr-7", "gitops_repo": str(repo), "branch": "main"}
     assert "apps/shop/pr-7/deployment.yaml" not in files_on(repo)
+    steps = await engine.steps(teardown_id)
+    assert steps["undeploy"].state == "SKIPPED" and steps["remove"].state == "SUCCEEDED"  # nothing platform-deployed
+    assert engine.specs.calls == [("PlanUndeploy", "applications/shop", "pr-7")] and engine.resources.calls == []
     await engine.sweeper.sweep()
     [row] = await ephemeral.environments(engine.db, run.id)
     assert row.state == "torn_down" and row.teardown_run_id == teardown_id
@@ -385,6 +489,235 @@ async def test_the_background_sweeper_starts_the_teardown(engine, tmp_path):
         await engine.sweeper.stop()
     assert row.state == "torn_down"
     assert "apps/web/preview/deployment.yaml" not in files_on(repo)
+
+
+# -- undeploy-app: the platform's plan, the `undeploy` sub-workflow -----------------------------
+
+
+def plan_of(*claims, kind=specs_pb2.ENVIRONMENT_TYPE_DEVELOPMENT) -> specs_pb2.PlanUndeployResponse:
+    plan = specs_pb2.PlanUndeployResponse(deployed=True, environment_type=kind, deployments=["deployments/d1"])
+    for ref, resource, depends_on in claims:
+        plan.claims.add(ref=ref, resource=resource, depends_on=depends_on)
+    return plan
+
+
+# app's params use db's outputs; cache is independent
+CLAIMS = (("app", "resources/a", ["db"]), ("cache", "resources/c", []), ("db", "resources/d", []))
+CHILD_STEPS = ["deprovision-app", "deprovision-cache", "deprovision-db", "remove"]
+
+
+async def start(engine, application: str = "", version: str = "", **params) -> str:
+    response = await engine.call("RunGoldenPath", golden_paths_pb2.RunGoldenPathRequest(
+        name="goldenPaths/undeploy-app", params=params, application=application, version=version))
+    return response.run.name.removeprefix("runs/")
+
+
+async def child_of(engine, run_id: str):
+    child_id = (await engine.steps(run_id))["undeploy"].child_run_id
+    child, rows = await engine.scheduler.get_run(child_id)
+    return child, {r.step_id: r for r in rows}
+
+
+async def step_reaches(engine, run_id: str, step_id: str, state: str):
+    for _ in range(400):
+        steps = await engine.steps(run_id)
+        if steps[step_id].state == state:
+            return steps
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{step_id} of {run_id} is {steps[step_id].state}, not {state}")
+
+
+async def test_undeploy_app_deprovisions_what_the_platform_planned_in_reverse_dependency_order(engine):
+    engine.specs.plans[("shop", "dev")] = plan_of(*CLAIMS)
+    _r, run = await engine.run("undeploy-app", app="shop", environment="dev")
+    assert run.state == "SUCCEEDED", run.error
+    steps = await engine.steps(run.id)
+    assert [steps[s].state for s in ("plan", "nothing-to-remove", "approve", "undeploy", "remove", "verify")] == \
+        ["SUCCEEDED", "SKIPPED", "SKIPPED", "SUCCEEDED", "SKIPPED", "SKIPPED"]
+
+    child, rows = await child_of(engine, run.id)
+    assert child.workflow == "undeploy" and child.parent_run_id == run.id and child.state == "SUCCEEDED"
+    assert (child.application, child.environment) == ("shop", "dev")
+    assert list(rows) == CHILD_STEPS and all(r.state == "SUCCEEDED" for r in rows.values())
+    # built from the child's inputs and stored with it (not the input-independent shape)
+    stored = {s["id"]: s for s in child.definition["steps"]}
+    assert list(stored) == CHILD_STEPS
+    assert stored["deprovision-db"]["depends_on"] == ["deprovision-app"]  # db only after what uses it
+    assert stored["deprovision-app"]["depends_on"] == [] and stored["deprovision-cache"]["depends_on"] == []
+    assert child.inputs["claims"] == [{"ref": r, "resource": n, "depends_on": d} for r, n, d in CLAIMS]
+
+    done = engine.resources.deprovisioned
+    assert sorted(done) == ["resources/a", "resources/c", "resources/d"]
+    assert done.index("resources/d") > done.index("resources/a")
+    assert rows["deprovision-db"].started_at >= rows["deprovision-app"].ended_at
+    assert engine.specs.of("FinalizeUndeploy") == [("FinalizeUndeploy", "applications/shop", "dev", "")]
+    assert rows["remove"].started_at >= max(rows[s].ended_at for s in CHILD_STEPS[:3])
+
+
+async def test_undeploy_app_in_a_production_environment_waits_for_an_approval(engine):
+    # "live" is production by its type (the plan), not by its name
+    engine.specs.plans[("shop", "live")] = plan_of(*CLAIMS, kind=specs_pb2.ENVIRONMENT_TYPE_PRODUCTION)
+    run_id = await start(engine, app="shop", environment="live")
+    steps = await step_reaches(engine, run_id, "approve", "WAITING_APPROVAL")
+    await asyncio.sleep(0.3)
+    steps = await engine.steps(run_id)
+    assert steps["undeploy"].state == "PENDING" and steps["undeploy"].child_run_id is None
+    assert engine.resources.calls == [] and engine.specs.of("FinalizeUndeploy") == []
+    await engine.scheduler.approve(run_id, "approve", "platform-alice")
+    run = await engine.scheduler.wait(run_id, timeout=60)
+    assert run.state == "SUCCEEDED", run.error
+    assert sorted(engine.resources.deprovisioned) == ["resources/a", "resources/c", "resources/d"]
+
+    # rejected: nothing is deprovisioned
+    engine.specs.plans[("web", "live")] = plan_of(("db", "resources/w", []), kind=specs_pb2.ENVIRONMENT_TYPE_PRODUCTION)
+    run_id = await start(engine, app="web", environment="live")
+    await step_reaches(engine, run_id, "approve", "WAITING_APPROVAL")
+    await engine.scheduler.reject(run_id, "approve", "platform-alice", "not today")
+    run = await engine.scheduler.wait(run_id, timeout=60)
+    assert run.state == "FAILED" and "rejected by platform-alice" in run.error
+    assert "resources/w" not in engine.resources.calls
+
+
+async def test_undeploy_app_with_nothing_to_remove_fails_saying_so(engine):
+    _r, run = await engine.run("undeploy-app", app="ghost", environment="dev")
+    assert run.state == "FAILED"
+    steps = await engine.steps(run.id)
+    assert steps["nothing-to-remove"].state == "FAILED"
+    assert "not deployed to dev" in steps["nothing-to-remove"].error and "gitops_repo" in steps["nothing-to-remove"].error
+    assert steps["undeploy"].state in ("SKIPPED", "CANCELLED") and engine.resources.calls == []
+
+
+async def _runs(db) -> int:
+    from sqlalchemy import func, select
+
+    from innominatus.engine import models
+
+    async with db.transaction() as s:
+        return (await s.execute(select(func.count()).select_from(models.runs))).scalar_one()
+
+
+VICTIM = [{"ref": "db", "resource": "resources/victim", "depends_on": []}]
+
+
+async def test_claims_given_as_params_are_refused_and_nothing_is_deprovisioned(engine):
+    engine.specs.plans[("shop", "development")] = plan_of(("db", "resources/d", []))
+    values = golden_paths_pb2.RunGoldenPathRequest(name="goldenPaths/undeploy-app", params={"app": "shop"})
+    values.param_values.update({"claims": VICTIM})
+    with pytest.raises(ParamsError) as info:
+        await engine.call("RunGoldenPath", values)
+    assert "params.claims" in {v.field for v in info.value.violations}
+    assert "unknown param" in dict(info.value.problems)["claims"]
+    await asyncio.sleep(0.3)
+    assert await _runs(engine.db) == 0 and engine.specs.calls == [] and engine.resources.calls == []
+
+
+PUBLISHED = """\
+apiVersion: innominatus.dev/v1
+kind: Workflow
+metadata: {{name: {name}, version: "1.0.0", description: a path that names its own claims, owner: someone, tags: [test]}}
+spec:
+  params:
+    app: {{type: string, required: true}}
+    environment: {{type: string, default: development}}
+    claims: {{type: array}}
+  steps:
+{steps}"""
+PLAN_STEP = ("    - {id: plan, type: undeploy.plan, with: {application: '${params.app}', "
+             "environment: '${params.environment}'}OUTPUTS}\n")
+SUB_STEP = "    - {id: undeploy, type: workflow, uses: USES, DEPENDS with: {claims: 'CLAIMS'}}\n"
+
+
+@pytest.mark.parametrize("name, steps, kind", [
+    ("literal-claims", SUB_STEP.replace("USES", "undeploy").replace("DEPENDS ", "")
+     .replace("CLAIMS", "${params.claims}"), "untrusted_inputs"),
+    ("claims-beside-a-plan", PLAN_STEP.replace("OUTPUTS", "") + SUB_STEP.replace("USES", "undeploy")
+     .replace("DEPENDS", "depends_on: [plan],").replace("CLAIMS", "${params.claims}"), "untrusted_inputs"),
+    ("plan-outputs-overwritten", PLAN_STEP.replace("OUTPUTS", ", outputs: {claims: 'params.claims'}")
+     + SUB_STEP.replace("USES", "undeploy").replace("DEPENDS", "depends_on: [plan],")
+     .replace("CLAIMS", "${steps.plan.outputs.claims}"), "untrusted_inputs"),
+    ("uses-deploy", SUB_STEP.replace("USES", "deploy").replace("DEPENDS ", "").replace("CLAIMS", "${params.claims}"),
+     "builtin_workflow"),
+], ids=["literal-claims", "claims-beside-a-plan", "plan-outputs-overwritten", "uses-deploy"])
+async def test_a_path_cannot_hand_the_undeploy_sub_workflow_claims_of_its_own(engine, name, steps, kind):
+    # Paths are published by platform engineers; still, the engine builds a built-in child only
+    # from what the platform planned for the run's own application.
+    engine.specs.plans[("shop", "development")] = plan_of(("db", "resources/d", []))
+    published = await engine.call("PublishGoldenPath", golden_paths_pb2.PublishGoldenPathRequest(
+        source_yaml=PUBLISHED.format(name=name, steps=steps)))
+    assert published.created
+    request = golden_paths_pb2.RunGoldenPathRequest(name=f"goldenPaths/{name}", params={"app": "shop"})
+    request.param_values.update({"claims": VICTIM})
+    response = await engine.call("RunGoldenPath", request)
+    run = await engine.scheduler.wait(response.run.name.removeprefix("runs/"), timeout=60)
+    assert run.state == "FAILED"
+    step = (await engine.steps(run.id))["undeploy"]
+    assert step.state == "FAILED" and step.error_kind == kind, step.error
+    assert step.child_run_id is None and await _runs(engine.db) == 1
+    assert engine.resources.calls == [] and engine.specs.of("FinalizeUndeploy") == []
+
+
+async def test_the_plan_of_another_application_is_refused(engine):
+    # The run is for application "billing" but the plan (params.app) is shop's: its claims would
+    # be deprovisioned and billing's directory removed. Refused before any child exists.
+    engine.specs.plans[("shop", "development")] = plan_of(("db", "resources/d", []))
+    run_id = await start(engine, application="billing", app="shop")
+    run = await engine.scheduler.wait(run_id, timeout=60)
+    assert run.state == "FAILED" and run.application == "billing"
+    step = (await engine.steps(run_id))["undeploy"]
+    assert step.error_kind == "untrusted_inputs" and "'billing'" in step.error
+    assert engine.resources.calls == [] and engine.specs.of("FinalizeUndeploy") == []
+
+
+async def test_a_resumed_run_keeps_its_childs_steps(database, catalog_dir, tmp_path):
+    specs, resources = SpecsStandIn(), ResourcesStandIn()
+    specs.plans[("shop", "dev")] = plan_of(*CLAIMS)
+    release = resources.hold["resources/a"] = asyncio.Event()
+    entered = resources.entered["resources/a"] = asyncio.Event()
+    first = Engine(database, catalog_dir, tmp_path / "work-1", worker_id="crashing-worker", lease_seconds=1,
+                   specs=specs, resources=resources)
+    await first.catalog.load()
+    first.scheduler.start()
+    run_id = await start(first, app="shop", environment="dev")
+    await asyncio.wait_for(entered.wait(), timeout=30)  # the child is deprovisioning `app`
+    for _ in range(400):  # ... and `cache`, independent of it, is done and committed
+        _child, rows = await child_of(first, run_id)
+        if rows["deprovision-cache"].state == "SUCCEEDED":
+            break
+        await asyncio.sleep(0.05)
+
+    # The worker dies mid-step: its tasks end, nothing is committed or released.
+    tasks = [*first.scheduler._tasks, *first.scheduler._driver_tasks]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    child, rows = await child_of(first, run_id)
+    assert child.lease_owner == "crashing-worker" and rows["deprovision-app"].state == "RUNNING"
+    key = rows["deprovision-app"].idempotency_key
+    release.set()
+
+    # Another worker that cannot build `undeploy` at all: it can only run what the child stored.
+    second = Engine(database, catalog_dir, tmp_path / "work-2", worker_id="second-worker", specs=specs,
+                    resources=resources)
+    second.scheduler.builtins = None
+    second.scheduler.workflows = _chain(second.catalog, {})
+    await second.catalog.load()
+    second.scheduler.start()
+    try:
+        run = await second.scheduler.wait(run_id, timeout=60)
+    finally:
+        await second.scheduler.stop()
+    assert run.state == "SUCCEEDED", run.error
+    child, rows = await child_of(second, run_id)
+    assert child.state == "SUCCEEDED" and list(rows) == CHILD_STEPS
+    assert rows["deprovision-app"].attempts == 2 and rows["deprovision-app"].idempotency_key == key
+    assert "run.resumed" in {e["kind"] for e in await second.scheduler.events(child.id)}
+    # `app` was tried twice (the interrupted attempt, then the retry); `cache`, committed before
+    # the crash, never ran again; each resource was deprovisioned once, db after app
+    assert rows["deprovision-cache"].attempts == 1
+    assert resources.calls.count("resources/a") == 2
+    assert sorted(resources.deprovisioned) == ["resources/a", "resources/c", "resources/d"]
+    assert resources.deprovisioned.index("resources/d") > resources.deprovisioned.index("resources/a")
+    assert len(specs.of("FinalizeUndeploy")) == 1
 
 
 # -- CLI --------------------------------------------------------------------------------------

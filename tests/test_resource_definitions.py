@@ -418,3 +418,101 @@ async def test_definition_rpcs(platform):
         await stub.CreateResourceDefinition(pb.CreateResourceDefinitionRequest(resource_definition=tie), metadata=_auth(admin))
     finally:
         await channel.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Matching by environment type and team, through a real deployment
+
+
+def _dns_score(app: str) -> str:
+    return (f"apiVersion: score.dev/v1b1\nmetadata:\n  name: {app}\ncontainers:\n  main:\n    image: nginx:1.27\n"
+            "resources:\n  web:\n    type: dns\n")
+
+
+async def _deployed_resource(http, app: str, environment: str) -> dict:
+    """Deploy ``app`` (one dns resource) to ``environment``, wait, and read its resource."""
+    import asyncio
+    import json
+    import time
+
+    created = await http.post("/api/v1/deployments", json={"scoreYaml": _dns_score(app), "environment": environment})
+    assert created.status_code == 200, created.text
+    run_name = created.json()["run"]["name"]
+    deadline = time.monotonic() + 90
+    while True:
+        run = (await http.get(f"/api/v1/{run_name}")).json()["run"]
+        if run["state"] in ("RUN_STATE_SUCCEEDED", "RUN_STATE_FAILED", "RUN_STATE_CANCELLED"):
+            break
+        assert time.monotonic() < deadline, json.dumps(run, indent=1)
+        await asyncio.sleep(0.2)
+    assert run["state"] == "RUN_STATE_SUCCEEDED", json.dumps(run, indent=1)
+    (name,) = [s["outputs"]["resource"] for s in run["steps"] if s["name"] == "provision-web"]
+    got = await http.get(f"/api/v1/{name}")
+    assert got.status_code == 200, got.text
+    return got.json()["resource"]
+
+
+@pytest.mark.postgres
+@requires_wiring
+async def test_deployments_match_definitions_by_environment_type_and_team(platform):
+    from innominatus.identity.v1 import identity_pb2, identity_pb2_grpc
+    from innominatus.resources.v1 import definitions_pb2 as pb
+
+    admin = await platform.login_admin()
+    identity_channel = platform.channel("identity")
+    channel, stub = await _stub(platform)
+    try:
+        identity = identity_pb2_grpc.IdentityServiceStub(identity_channel)
+        for team in ("payments", "web"):
+            await identity.CreateTeam(identity_pb2.CreateTeamRequest(team=identity_pb2.Team(name=f"teams/{team}")),
+                                      metadata=_auth(admin))
+        for username, team in (("pam", "payments"), ("wes", "web")):
+            user = identity_pb2.User(username=username, roles=[identity_pb2.ROLE_DEVELOPER], teams=[f"teams/{team}"],
+                                     password="correct-horse-battery")
+            await identity.CreateUser(identity_pb2.CreateUserRequest(user=user), metadata=_auth(admin))
+
+        # Each definition gives its own base domain, so the hostname shows which one really ran.
+        for name, criteria in (
+            ("dns-production", pb.MatchingCriteria(env_type="production")),
+            ("dns-development", pb.MatchingCriteria(env_type="development")),
+            ("dns-payments", pb.MatchingCriteria(team="payments")),
+            ("dns-payments-production", pb.MatchingCriteria(team="payments", env_type="production")),
+        ):
+            body = pb.ResourceDefinition(name=name, type="dns", criteria=criteria, outputs=["host"],
+                                         provisioner=pb.Provisioner(kind="driver", driver="dns"))
+            body.provisioner.config.update({"base_domain": f"{name}.example"})
+            await stub.CreateResourceDefinition(pb.CreateResourceDefinitionRequest(resource_definition=body),
+                                                metadata=_auth(admin))
+    finally:
+        await channel.close()
+        await identity_channel.close()
+
+    pam = await platform.login("pam", "correct-horse-battery")
+    wes = await platform.login("wes", "correct-horse-battery")
+    async with platform.http(admin) as root:
+        # a production-typed environment without the approval gate, so the runs go through
+        live = await root.post("/api/v1/environments", json={"environment": {
+            "name": "live", "type": "ENVIRONMENT_TYPE_PRODUCTION", "requiresApproval": False}})
+        assert live.status_code == 200, live.text
+        # no team: the admin's application is owned by none
+        unowned = await _deployed_resource(root, "misc", "live")
+
+    async with platform.http(wes) as http:
+        blog_live = await _deployed_resource(http, "blog", "live")
+        blog_dev = await _deployed_resource(http, "blog", "dev")  # "dev" is created as development
+    async with platform.http(pam) as http:
+        shop_live = await _deployed_resource(http, "shop", "live")
+        shop_dev = await _deployed_resource(http, "shop", "dev")
+
+    def seen(resource) -> tuple[str, str, str, str]:
+        return (resource["definition"], resource.get("environmentType", ""), resource.get("team", ""),
+                resource["outputs"]["host"].split(".", 1)[1])
+
+    # The same Score file, by environment type: production and development definitions.
+    assert seen(blog_live) == ("dns-production@1", "production", "teams/web", "dns-production.example")
+    assert seen(blog_dev) == ("dns-development@1", "development", "teams/web", "dns-development.example")
+    # A team's definitions are that team's only (team outranks env type; both beat either alone).
+    assert seen(shop_dev) == ("dns-payments@1", "development", "teams/payments", "dns-payments.example")
+    assert seen(shop_live) == ("dns-payments-production@1", "production", "teams/payments",
+                               "dns-payments-production.example")
+    assert seen(unowned) == ("dns-production@1", "production", "", "dns-production.example")

@@ -467,3 +467,46 @@ async def test_resource_step_inputs_and_wiring(tmp_path):
         with pytest.raises(StepFailed, match=text) as bad:
             await ResourceExecutor().run(_step({"resources": fake}, inputs, tmp_path))
         assert bad.value.kind == "invalid_input" and not bad.value.retryable
+
+
+async def test_params_using_other_resources_outputs_are_resolved_or_refused(client):
+    """A route whose host is ${resources.web.host} gets the dns resource's hostname; a dependency
+    not provisioned yet, a name the workload does not claim and a missing output are refused
+    with what to do, and leave the instance FAILED with that reason."""
+    from google.protobuf import struct_pb2
+
+    def route(ref: str, host: str) -> resources_pb2.ResourceClaim:
+        params = struct_pb2.Struct()
+        params.update({"host": host, "path": "/", "port": 8080})
+        return resources_pb2.ResourceClaim(ref=ref, type="route", params=params)
+
+    app = f"shop{uuid.uuid4().hex[:6]}"
+    web, good, typo, orphan = await client.claim(
+        app, "dev", "api", _claim("web", "dns"), route("route", "${resources.web.host}"),
+        route("typo", "${resources.web.hostname}"), route("orphan", "${resources.cdn.host}"),
+    )
+
+    with pytest.raises(grpc.aio.AioRpcError) as early:
+        await client.provision(good.name)
+    assert early.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "resources.web" in early.value.details() and "provision it first" in early.value.details()
+    assert (await client.get(good.name)).state == S.RESOURCE_STATE_FAILED
+
+    host = dict((await client.provision(web.name)).resource.outputs)["host"]
+    provisioned = await client.provision(good.name)
+    assert provisioned.provisioned
+    assert dict(provisioned.resource.outputs)["host"] == host
+    # the stored params keep the placeholder; the provisioner got the value
+    assert dict(provisioned.resource.claim.params)["host"] == "${resources.web.host}"
+    again = await client.provision(good.name)
+    assert not again.provisioned  # nothing changed: not provisioned twice
+
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await client.provision(typo.name)
+    assert missing.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "hostname" in missing.value.details() and "host" in missing.value.details()
+    with pytest.raises(grpc.aio.AioRpcError) as unclaimed:
+        await client.provision(orphan.name)
+    assert "resources cdn" in unclaimed.value.details() and f"{app}/api does not claim" in unclaimed.value.details()
+    failed = await client.get(orphan.name)
+    assert failed.state == S.RESOURCE_STATE_FAILED and "cdn" in failed.status_reason

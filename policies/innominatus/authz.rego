@@ -17,11 +17,35 @@
 #       "method":     "/innominatus.specs.v1.SpecsService/CreateDeployment",
 #       "permission": "deployments.create",
 #       "request":    { ... the request message as proto3 JSON ... },
-#       "resource":   {"type": "deployment", "name": "checkout", "environment": "dev", "application": "checkout"}
+#       "resource":   {"type": "deployment", "name": "checkout", "environment": "dev", "application": "checkout"},
+#       "facts":      { ... only for RPCs whose service registered a facts provider, see below ... }
 #     }
 #
+# `facts` carries what a decision needs that the request does not: the service gathers it
+# inside the request's transaction just before asking (Runtime.register_policy_facts). When
+# the service cannot gather it the request is refused before the policy is asked. Today:
+#
+#   CreateDeployment, RollbackDeployment (specs):
+#       {"team": "payments",            # team owning the application ("" = no team)
+#        "application": "checkout",
+#        "application_new": true,       # no deployment recorded an owner for it yet
+#        "usage":     {"applications": 5, "resources": 12},   # what the team holds now
+#        "projected": {"applications": 6, "resources": 14}}   # ... and after this request
+#     It is {} when the request is invalid (the service refuses it with its own error).
+#
+#   RevealResourceSecrets, CheckResource (resources):
+#       {"resource": {"name": "resources/4f2a...",
+#                     "team": "payments",       # bare name of the owning team ("" = no team):
+#                                               # the claiming application's team; for a shared
+#                                               # instance, its first claimer's
+#                     "application": "checkout",  # the (first) claiming application
+#                     "environment": "dev",
+#                     "shared": false}}
+#     A request naming a malformed or missing resource is refused before the policy is asked.
+#
 # Policy authors: the tables below (`role_permissions`, `audit_writer_services`,
-# `specs_delegated_permissions`) are the knobs you normally edit. Rules further down
+# `specs_delegated_permissions`, `default_team_quota`, `team_quotas`,
+# `owned_resource_permissions`) are the knobs you normally edit. Rules further down
 # only interpret them. Run `opa test policies/ -v` after every change and extend
 # tests/fixtures/policy_decisions.yaml, which is replayed against both the OPA
 # sidecar and the embedded (regopy) engine. See docs/policy-authoring.md.
@@ -71,6 +95,7 @@ role_permissions := {
 		"resources.reveal",
 		"resourcedefinitions.write",
 		"environments.create",
+		"environments.update",
 	},
 	"platform-engineer": {
 		"teams.update",
@@ -95,6 +120,7 @@ role_permissions := {
 		"resources.reveal",
 		"resourcedefinitions.write",
 		"environments.create",
+		"environments.update",
 	},
 	"developer": {
 		"deployments.create",
@@ -153,6 +179,10 @@ known_permissions := {
 	# Creating an environment with a type (development, staging, production). Deployments to a
 	# production environment wait for an approval gate (runs.approve) in the deploy workflow.
 	"environments.create",
+	# Changing an environment's approval settings: whether its deployments wait at an approval
+	# gate and who may decide it (role:, user: or team: approvers). The next deployment's gate
+	# uses them; runs already started keep theirs.
+	"environments.update",
 	"audit.append",
 }
 
@@ -168,6 +198,35 @@ specs_delegated_permissions := {"resources.claim", "runs.start"}
 # Permissions platform services exercise on their own behalf (subject `services/<peer>`):
 # the engine runs the `resource` steps of workflows, checks resources and finalizes deployments.
 service_permissions := {"engine": {"resources.provision", "resources.deprovision", "resources.check", "deployments.finalize"}}
+
+# Team quotas: how many applications a team may own (those still deployed somewhere) and how
+# many resources their latest deployments may hold, counted by specs (input.facts). A
+# deployment that would take a team past a quota is denied; one that does not add to what the
+# team holds (a redeploy) is allowed even when the team is already past it.
+default_team_quota := {"applications": 25, "resources": 100}
+
+# Per-team quotas, one line per team; a field left out takes default_team_quota's, e.g.
+#     team_quotas["payments"] := {"applications": 50, "resources": 200}
+# This is a partial object, so a site may keep its lines in a file of its own in this package
+# (e.g. policies/innominatus/team_quotas.rego). A team listed twice with different values
+# makes every decision fail, so mutations are refused (fail closed) until it is fixed.
+# The line below only declares the table; it never adds an entry.
+team_quotas["example-team"] := {"applications": 25, "resources": 100} if false
+
+# Permissions whose requests deploy for a team: the user must belong to the team that owns
+# (or will own) the application, and the team's quotas apply.
+team_permissions := {"deployments.create", "deployments.rollback"}
+
+# Roles that may deploy for any team (quotas still apply).
+team_exempt_roles := {"admin"}
+
+# Role -> permissions a user holding that role is granted only on resource instances owned by
+# one of the user's teams (input.facts.resource.team, from the resources service). Developers
+# may reveal the secrets of their own team's resources; those of another team, and of
+# resources no team owns, stay with the roles that grant the permission outright
+# (role_permissions). Only permissions of RPCs whose facts carry `resource` belong here:
+# resources.reveal and resources.check.
+owned_resource_permissions := {"developer": {"resources.reveal"}}
 
 # ---------------------------------------------------------------------------
 # Decision (the only document the platform reads)
@@ -238,6 +297,62 @@ user_roles contains role if {
 	is_string(role)
 }
 
+# The user's teams as a set of "teams/<team>" names.
+user_teams contains team if {
+	is_array(subject.teams)
+	some team in subject.teams
+	is_string(team)
+}
+
+# input.facts, tolerant of its absence (requests of RPCs without a facts provider).
+facts := f if {
+	f := input.facts
+	is_object(f)
+} else := {}
+
+# The team owning the application a team_permissions request deploys ("" = none or unknown).
+fact_team := t if {
+	t := facts.team
+	is_string(t)
+} else := ""
+
+fact_application := a if {
+	a := facts.application
+	is_string(a)
+} else := ""
+
+# The resource instance a request names, from input.facts.resource (tolerant of its absence).
+fact_resource := r if {
+	r := facts.resource
+	is_object(r)
+} else := {}
+
+# Its owning team's bare name ("" = no team, or no facts).
+fact_resource_team := t if {
+	t := fact_resource.team
+	is_string(t)
+} else := ""
+
+# Whether the facts say who owns the instance at all ("" included: no team).
+fact_resource_owner_known if is_string(fact_resource.team)
+
+# How the instance is named in reasons.
+fact_resource_name := n if {
+	n := fact_resource.name
+	is_string(n)
+	n != ""
+} else := n if {
+	n := input.resource.name
+	is_string(n)
+	n != ""
+} else := "the resource"
+
+# Permissions `role` grants only on resources of the user's own teams.
+owned_permissions(role) := object.get(owned_resource_permissions, role, set())
+
+# A team's quota of `kind` ("applications" or "resources").
+team_quota(team, kind) := object.get(object.get(team_quotas, team, {}), kind, default_team_quota[kind])
+
 # Roles allowed to deploy, derived from the table above.
 deploy_roles contains role if {
 	some role, perms in role_permissions
@@ -252,6 +367,14 @@ grants contains sprintf("role \"%s\"", [role]) if {
 	subject_type == "user"
 	some role in user_roles
 	permission in role_permissions[role]
+}
+
+grants contains sprintf("role \"%s\" on a resource of team \"%s\"", [role, fact_resource_team]) if {
+	subject_type == "user"
+	some role in user_roles
+	permission in owned_permissions(role)
+	fact_resource_team != ""
+	sprintf("teams/%s", [fact_resource_team]) in user_teams
 }
 
 grants contains "specs delegation" if {
@@ -303,6 +426,33 @@ violations contains sprintf("subject \"%s\" does not match peer service \"%s\" (
 	subject.name != sprintf("services/%s", [peer_service])
 }
 
+# Team ownership and quotas (facts from the specs service).
+violations contains sprintf("user \"%s\" is not a member of team \"%s\", which owns (or would own) application \"%s\"; ask a member of the team to deploy it, ask an admin to add you to teams/%s, or deploy it under another application name for one of your teams", [username, fact_team, fact_application, fact_team]) if {
+	subject_type == "user"
+	permission in team_permissions
+	fact_team != ""
+	not sprintf("teams/%s", [fact_team]) in user_teams
+	count(user_roles & team_exempt_roles) == 0
+}
+
+violations contains sprintf("team \"%s\" would own %d applications, above its quota of %d; remove an application (innominatus apps delete) or ask to raise team_quotas[\"%s\"]", [fact_team, projected, quota, fact_team]) if {
+	permission in team_permissions
+	fact_team != ""
+	projected := facts.projected.applications
+	quota := team_quota(fact_team, "applications")
+	projected > quota
+	projected > facts.usage.applications
+}
+
+violations contains sprintf("team \"%s\" would hold %d resources, above its quota of %d; declare fewer resources, remove an application (innominatus apps delete) or ask to raise team_quotas[\"%s\"]", [fact_team, projected, quota, fact_team]) if {
+	permission in team_permissions
+	fact_team != ""
+	projected := facts.projected.resources
+	quota := team_quota(fact_team, "resources")
+	projected > quota
+	projected > facts.usage.resources
+}
+
 # ---------------------------------------------------------------------------
 # Refusals: why no grant matched (only reported when the request is denied)
 # ---------------------------------------------------------------------------
@@ -324,6 +474,31 @@ refusals contains sprintf("role \"%s\" of user \"%s\" does not grant \"%s\"", [r
 	some role in user_roles
 	perms := role_permissions[role]
 	not permission in perms
+	not permission in owned_permissions(role) # said below, with the owner
+}
+
+# A role granting the permission only on its user's teams' resources: whose resource it is.
+refusals contains sprintf("%s belongs to team \"%s\"; user \"%s\" is not a member of teams/%s, and role \"%s\" grants \"%s\" only on resources of the user's own teams: ask a member of teams/%s, an admin or a platform engineer", [fact_resource_name, fact_resource_team, username, fact_resource_team, role, permission, fact_resource_team]) if {
+	subject_type == "user"
+	some role in user_roles
+	permission in owned_permissions(role)
+	fact_resource_team != ""
+	not sprintf("teams/%s", [fact_resource_team]) in user_teams
+}
+
+refusals contains sprintf("role \"%s\" of user \"%s\" does not grant \"%s\" on %s: no team owns it (its application has none), and the role grants it only on resources of the user's own teams; ask an admin or a platform engineer", [role, username, permission, fact_resource_name]) if {
+	subject_type == "user"
+	some role in user_roles
+	permission in owned_permissions(role)
+	fact_resource.team == ""
+}
+
+# Fail closed when the service sent no owner (a facts provider missing for the RPC).
+refusals contains sprintf("role \"%s\" of user \"%s\" does not grant \"%s\" on %s: the policy was not told which team owns it (input.facts.resource.team), and the role grants it only on resources of the user's own teams", [role, username, permission, fact_resource_name]) if {
+	subject_type == "user"
+	some role in user_roles
+	permission in owned_permissions(role)
+	not fact_resource_owner_known
 }
 
 # (Built with concat rather than sprintf: regopy mis-renders a concat() result

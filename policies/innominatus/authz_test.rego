@@ -392,11 +392,72 @@ test_admin_and_platform_engineer_reveal_and_check if {
 	}
 }
 
-test_developer_may_not_reveal if {
+# Reveal by ownership: input.facts.resource from the resources service.
+reveal_as(subject, team) := object.union(req(subject, "gateway", "resources.reveal"), {
+	"method": "/innominatus.resources.v1.ResourcesService/RevealResourceSecrets",
+	"request": {"name": "resources/abc"},
+	"resource": {"type": "resource", "name": "resources/abc", "environment": "", "application": ""},
+	"facts": {"resource": {"name": "resources/abc", "team": team, "application": "checkout", "environment": "dev", "shared": false}},
+})
+
+test_developer_reveals_secrets_of_their_teams_resource if {
+	# user() is in teams/payments
+	allowed(reveal_as(user("alice", ["developer"]), "payments"))
+	d := authz.decision with input as reveal_as(user("alice", ["developer"]), "payments")
+	d.allow
+	g := authz.grants with input as reveal_as(user("alice", ["developer"]), "payments")
+	g == {`role "developer" on a resource of team "payments"`}
+}
+
+test_developer_may_not_reveal_another_teams_resource if {
+	d := authz.decision with input as reveal_as(user("alice", ["developer"]), "billing")
+	d.allow == false
+	d.reasons == [concat("", [
+		`resources/abc belongs to team "billing"; user "alice" is not a member of teams/billing, `,
+		`and role "developer" grants "resources.reveal" only on resources of the user's own teams: `,
+		`ask a member of teams/billing, an admin or a platform engineer`,
+	])]
+}
+
+test_developer_may_not_reveal_an_unowned_resource if {
+	d := authz.decision with input as reveal_as(user("alice", ["developer"]), "")
+	d.allow == false
+	d.reasons == [concat("", [
+		`role "developer" of user "alice" does not grant "resources.reveal" on resources/abc: no team owns it `,
+		`(its application has none), and the role grants it only on resources of the user's own teams; `,
+		`ask an admin or a platform engineer`,
+	])]
+}
+
+test_developer_may_not_reveal_without_owner_facts if {
+	d := authz.decision with input as req(user("alice", ["developer"]), "gateway", "resources.reveal")
+	d.allow == false
+	some reason in d.reasons
+	contains(reason, `does not grant "resources.reveal" on checkout: the policy was not told which team owns it`)
+	malformed := object.union(reveal_as(user("alice", ["developer"]), ""), {"facts": {"resource": {"team": 7}}})
+	denied(malformed)
+}
+
+test_team_names_match_exactly if {
+	# a team whose name contains the owner's is not the owner
+	denied(reveal_as(object.union(user("alice", ["developer"]), {"teams": ["teams/payments-eu"]}), "payments"))
+	denied(reveal_as(object.union(user("alice", ["developer"]), {"teams": ["payments"]}), "payments"))
+}
+
+test_other_roles_keep_their_reveal_rules if {
+	# admin and platform engineer reveal whatever the owner; viewers never, not even their team's
+	every role in {"admin", "platform-engineer"} {
+		allowed(reveal_as(object.union(user("root", [role]), {"teams": []}), "billing"))
+		allowed(reveal_as(object.union(user("root", [role]), {"teams": []}), ""))
+	}
 	denied_with(
-		req(user("alice", ["developer"]), "gateway", "resources.reveal"),
-		`role "developer" of user "alice" does not grant "resources.reveal"`,
+		reveal_as(user("bob", ["viewer"]), "payments"),
+		`role "viewer" of user "bob" does not grant "resources.reveal"`,
 	)
+
+	# the ownership grant is for reveal only: a developer may not check their team's resource
+	check := object.union(reveal_as(user("alice", ["developer"]), "payments"), {"permission": "resources.check"})
+	denied_with(check, `role "developer" of user "alice" does not grant "resources.check"`)
 }
 
 # -- deployments.finalize (the engine's deploy workflow renders and commits the set) --
@@ -440,4 +501,105 @@ test_environment_create_by_role if {
 			sprintf(`role "%s" of user "x" does not grant "environments.create"`, [r]),
 		)
 	}
+}
+
+# -- environments.update --------------------------------------------------------
+
+test_environment_update_by_role if {
+	every r in {"admin", "platform-engineer"} {
+		allowed(req(user("x", [r]), "gateway", "environments.update"))
+	}
+	every r in {"developer", "viewer"} {
+		denied_with(
+			req(user("x", [r]), "gateway", "environments.update"),
+			sprintf(`role "%s" of user "x" does not grant "environments.update"`, [r]),
+		)
+	}
+}
+
+# -- team ownership and quotas (input.facts) ---------------------------------------
+
+with_facts(inp, team, usage_apps, usage_res, projected_apps, projected_res) := object.union(inp, {"facts": {
+	"team": team,
+	"application": "checkout",
+	"application_new": projected_apps > usage_apps,
+	"usage": {"applications": usage_apps, "resources": usage_res},
+	"projected": {"applications": projected_apps, "resources": projected_res},
+}})
+
+deploy_as(roles) := req(user("alice", roles), "gateway", "deployments.create")
+
+test_quotas_allow_within_the_default if {
+	allowed(with_facts(deploy_as(["developer"]), "payments", 24, 99, 25, 100))
+}
+
+test_application_quota_denies_one_more_application if {
+	denied_with(
+		with_facts(deploy_as(["developer"]), "payments", 25, 10, 26, 12),
+		`team "payments" would own 26 applications, above its quota of 25; remove an application (innominatus apps delete) or ask to raise team_quotas["payments"]`,
+	)
+}
+
+test_resource_quota_denies_more_resources if {
+	denied_with(
+		with_facts(deploy_as(["developer"]), "payments", 3, 99, 3, 101),
+		`team "payments" would hold 101 resources, above its quota of 100; declare fewer resources, remove an application (innominatus apps delete) or ask to raise team_quotas["payments"]`,
+	)
+}
+
+test_a_team_past_its_quota_may_redeploy_without_growing if {
+	allowed(with_facts(deploy_as(["developer"]), "payments", 30, 150, 30, 150))
+	allowed(with_facts(deploy_as(["developer"]), "payments", 30, 150, 30, 120))
+}
+
+test_quotas_apply_to_rollbacks if {
+	denied(with_facts(req(user("alice", ["developer"]), "gateway", "deployments.rollback"), "payments", 1, 100, 1, 101))
+}
+
+test_quotas_apply_to_admins_too if {
+	denied(with_facts(object.union(deploy_as(["admin"]), {"subject": {"teams": []}}), "payments", 25, 0, 26, 0))
+}
+
+test_per_team_override_raises_one_teams_quota if {
+	inp := with_facts(deploy_as(["developer"]), "payments", 25, 10, 26, 12)
+	d := authz.decision with input as inp with authz.team_quotas as {"payments": {"applications": 30}}
+	d.allow == true
+
+	# the field not overridden keeps the default
+	inp2 := with_facts(deploy_as(["developer"]), "payments", 1, 100, 1, 101)
+	d2 := authz.decision with input as inp2 with authz.team_quotas as {"payments": {"applications": 30}}
+	d2.allow == false
+
+	# other teams keep the default
+	inp3 := with_facts(object.union(deploy_as(["developer"]), {"subject": {"teams": ["teams/web"]}}), "web", 25, 10, 26, 12)
+	d3 := authz.decision with input as inp3 with authz.team_quotas as {"payments": {"applications": 30}}
+	d3.allow == false
+}
+
+test_non_member_may_not_deploy_for_a_team if {
+	denied_with(
+		with_facts(deploy_as(["developer"]), "billing", 0, 0, 1, 1),
+		`user "alice" is not a member of team "billing", which owns (or would own) application "checkout"; ask a member of the team to deploy it, ask an admin to add you to teams/billing, or deploy it under another application name for one of your teams`,
+	)
+}
+
+test_admins_may_deploy_for_any_team if {
+	allowed(with_facts(deploy_as(["admin"]), "billing", 0, 0, 1, 1))
+}
+
+test_platform_engineers_are_not_exempt_from_membership if {
+	denied(with_facts(deploy_as(["platform-engineer"]), "billing", 0, 0, 1, 1))
+}
+
+test_unowned_applications_have_no_quota_or_membership_rule if {
+	allowed(with_facts(deploy_as(["developer"]), "", 500, 900, 501, 902))
+}
+
+test_requests_without_facts_are_decided_as_before if {
+	allowed(deploy_as(["developer"]))
+	allowed(object.union(deploy_as(["developer"]), {"facts": "not an object"}))
+}
+
+test_membership_rule_only_for_deploying_permissions if {
+	allowed(with_facts(req(user("alice", ["developer"]), "gateway", "runs.start"), "billing", 0, 0, 1, 1))
 }

@@ -35,7 +35,8 @@ EPILOG = """\
 exit codes:
   0  success
   1  the operation failed: validation errors, a failed or cancelled run,
-     a broken audit chain, a rejected request (400/409/429)
+     a broken audit chain, an unhealthy or drifted resource (resources check),
+     a rejected request (400/409/429)
   2  usage error (bad arguments)
   3  not logged in, or authentication failed (HTTP 401)
   4  permission denied (HTTP 403, including policy denials)
@@ -62,6 +63,11 @@ ROLES = {
     "platform-engineer": "ROLE_PLATFORM_ENGINEER",
     "developer": "ROLE_DEVELOPER",
     "viewer": "ROLE_VIEWER",
+}
+ENV_TYPES = {
+    "development": "ENVIRONMENT_TYPE_DEVELOPMENT",
+    "staging": "ENVIRONMENT_TYPE_STAGING",
+    "production": "ENVIRONMENT_TYPE_PRODUCTION",
 }
 OUTCOMES = {
     "succeeded": "AUDIT_OUTCOME_SUCCEEDED",
@@ -171,6 +177,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("-f", "--file", required=True, help="the Score file (`-` for stdin)")
     p.add_argument("--env", "-e", required=True, help="target environment, e.g. dev")
     p.add_argument("--app", "-a", help="application name (default: the workload's metadata.name)")
+    p.add_argument("--team", "-t", metavar="TEAM",
+                   help="team that owns a new application (`teams/NAME` or `NAME`; default: your only team)")
     p.add_argument("--wait", "-w", action="store_true", help="follow the run until it finishes")
     p.add_argument("--timeout", type=_positive_float, default=600.0, metavar="SECONDS",
                    help="give up waiting after this long (default 600; exit code 7)")
@@ -235,6 +243,27 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                    help="give up waiting after this long (default 600; exit code 7)")
     p.add_argument("--interval", type=_positive_float, default=1.0, metavar="SECONDS", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_deployments_rollback)
+
+    # envs (environments and their approval settings)
+    envs = _group(sub, "envs", "environments: type and who approves deployments to them", aliases=["environments"])
+    p = _leaf(envs, "list", "list environments")
+    p.set_defaults(func=cmd_envs_list)
+    p = _leaf(envs, "get", "show an environment and its approval settings")
+    p.add_argument("name", metavar="NAME", help="environment (`environments/NAME` or `NAME`)")
+    p.set_defaults(func=cmd_envs_get)
+    p = _leaf(envs, "create", "create an environment (admin or platform engineer)")
+    p.add_argument("name", metavar="NAME", help="environment name, e.g. production")
+    p.add_argument("--type", "-t", required=True, type=_env_type, help="development, staging or production")
+    _add_approval_flags(p, "default: production environments require approval by role:platform-engineer and "
+                           "role:admin; the others none")
+    p.set_defaults(func=cmd_envs_create)
+    p = _leaf(envs, "update", "change who approves deployments to an environment (the next deployment's gate)")
+    p.add_argument("name", metavar="NAME", help="environment (`environments/NAME` or `NAME`)")
+    _add_approval_flags(p, "unchanged unless given")
+    p.add_argument("--clear-approvers", action="store_true",
+                   help="remove every approver (only with --no-require-approval)")
+    p.add_argument("--etag", help="refuse the change if the environment changed since this etag (from envs get)")
+    p.set_defaults(func=cmd_envs_update)
 
     # runs
     runs = _group(sub, "runs", "workflow runs")
@@ -345,6 +374,23 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p = _leaf(defs, "delete", "delete a resource definition")
     p.add_argument("name", metavar="NAME", help="definition (`resourceDefinitions/NAME` or `NAME`)")
     p.set_defaults(func=cmd_resource_definitions, verb="delete")
+    # resource instances (docs/cli.md#resources)
+    p = _leaf(res, "list", "list resource instances")
+    p.add_argument("--app", help="only resources this application claims (its own and shared ones)")
+    p.add_argument("--env", help="only resources of this environment")
+    p.add_argument("--limit", type=_positive_int, help="at most this many")
+    p.set_defaults(func=cmd_resources_list)
+    p = _leaf(res, "get", "show a resource instance; secret outputs as references unless --reveal")
+    p.add_argument("name", metavar="NAME", help="resource (`resources/ID` or `ID`)")
+    p.add_argument("--reveal", action="store_true",
+                   help="print the secret outputs in plaintext (needs resources.reveal; audited)")
+    p.set_defaults(func=cmd_resources_get)
+    p = _leaf(res, "check", "run the health check and drift detection now (exit 1 when unhealthy or drifted)")
+    p.add_argument("name", metavar="NAME", help="resource (`resources/ID` or `ID`)")
+    p.set_defaults(func=cmd_resources_check)
+    p = _leaf(res, "history", "list a resource instance's state transitions, oldest first")
+    p.add_argument("name", metavar="NAME", help="resource (`resources/ID` or `ID`)")
+    p.set_defaults(func=cmd_resources_history)
 
     # audit
     audit = _group(sub, "audit", "the tamper-evident audit chain")
@@ -477,6 +523,23 @@ def _role(text: str) -> str:
     if key not in ROLES:
         raise argparse.ArgumentTypeError(f"unknown role {text!r} (choose from {', '.join(ROLES)})")
     return ROLES[key]
+
+
+def _env_type(text: str) -> str:
+    key = text.strip().lower()
+    if key.startswith("environment_type_"):
+        key = key[len("environment_type_"):]
+    if key not in ENV_TYPES:
+        raise argparse.ArgumentTypeError(f"unknown environment type {text!r} (choose from {', '.join(ENV_TYPES)})")
+    return ENV_TYPES[key]
+
+
+def _add_approval_flags(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--approver", action="append", default=None, dest="approvers", metavar="APPROVER",
+                   help="who may approve deployments: role:<role>, user:<username> or team:<team> (repeatable; "
+                        "replaces the list)")
+    p.add_argument("--require-approval", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"whether deployments wait for an approval ({default})")
 
 
 def _outcome(text: str) -> str:
@@ -780,6 +843,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     body: dict[str, Any] = {"scoreYaml": text, "environment": args.env, "requestId": str(uuid.uuid4())}
     if args.app:
         body["application"] = args.app
+    if args.team:
+        body["team"] = args.team
     fmt = _fmt(args)
     with _client() as client:
         response = client.post("/api/v1/deployments", body)
@@ -801,6 +866,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             [
                 ("Deployment", deployment.get("name")),
                 ("Application", short(deployment.get("application"))),
+                ("Team", short(response.get("team")) if response.get("team") else "(none)"),
                 ("Environment", deployment.get("environment")),
                 ("Workload", f"{deployment.get('workload', '-')}" + (f" (version {version})" if version else "")),
                 ("Run", run.get("name")),
@@ -882,6 +948,7 @@ def _print_steps(run: dict[str, Any]) -> None:
 
 APP_COLUMNS: list[output.Column] = [
     ("NAME", lambda a: short(a.get("name"))),
+    ("TEAM", lambda a: short(a.get("team"))),
     ("WORKLOADS", lambda a: a.get("workloads")),
     ("ENVIRONMENTS", lambda a: a.get("environments")),
     ("LAST DEPLOYED", lambda a: when((a.get("latestDeployment") or {}).get("createTime"))),
@@ -937,6 +1004,7 @@ def cmd_apps_get(args: argparse.Namespace) -> int:
         print_fields(
             [
                 ("Name", short(app.get("name"))),
+                ("Team", short(app.get("team")) if app.get("team") else "(none)"),
                 ("Workloads", app.get("workloads")),
                 ("Environments", app.get("environments")),
                 ("Latest deployment", latest.get("name")),
@@ -1164,6 +1232,89 @@ def cmd_deployments_rollback(args: argparse.Namespace) -> int:
     output.emit(response, fmt, table)
     return _run_exit_code(run, args.wait)
 
+
+# -- envs -------------------------------------------------------------------------------
+
+def _env_type_name(value: Any) -> str:
+    """ENVIRONMENT_TYPE_STAGING -> staging (what `envs create --type` takes)."""
+    return str(value or "-").removeprefix("ENVIRONMENT_TYPE_").lower()
+
+
+ENV_COLUMNS: list[output.Column] = [
+    ("NAME", lambda e: e.get("name")),
+    ("TYPE", lambda e: _env_type_name(e.get("type"))),
+    ("APPROVAL", lambda e: "required" if e.get("requiresApproval") else "-"),
+    ("APPROVERS", lambda e: e.get("approvers") or []),
+    ("CREATED", lambda e: when(e.get("createTime"))),
+]
+
+
+def _env_path(name: str) -> str:
+    return f"/api/v1/environments/{segment(name, 'environments')}"
+
+
+def _print_env(env: dict[str, Any]) -> None:
+    print_fields(
+        [
+            ("Name", env.get("name")),
+            ("Type", _env_type_name(env.get("type"))),
+            ("Requires approval", "yes" if env.get("requiresApproval") else "no"),
+            ("Approvers", env.get("approvers") or []),
+            ("Created", when(env.get("createTime"))),
+            ("Updated", when(env.get("updateTime"))),
+            ("Etag", env.get("etag")),
+        ]
+    )
+
+
+def cmd_envs_list(args: argparse.Namespace) -> int:
+    with _client() as client:
+        envs = client.get("/api/v1/environments").get("environments") or []
+    output.emit({"environments": envs}, _fmt(args),
+                lambda: print_table(envs, ENV_COLUMNS, empty="No environments found."))
+    return EXIT_OK
+
+
+def cmd_envs_get(args: argparse.Namespace) -> int:
+    with _client() as client:
+        response = client.get(_env_path(args.name))
+    output.emit(response, _fmt(args), lambda: _print_env(response.get("environment") or {}))
+    return EXIT_OK
+
+
+def cmd_envs_create(args: argparse.Namespace) -> int:
+    env: dict[str, Any] = {"name": segment(args.name, "environments"), "type": args.type}
+    if args.require_approval is not None:
+        env["requiresApproval"] = args.require_approval
+    if args.approvers:
+        env["approvers"] = args.approvers
+    with _client() as client:
+        response = client.post("/api/v1/environments", {"environment": env})
+    output.emit(response, _fmt(args), lambda: _print_env(response.get("environment") or {}))
+    return EXIT_OK
+
+
+def cmd_envs_update(args: argparse.Namespace) -> int:
+    if args.clear_approvers and args.approvers:
+        raise ApiError("use either --approver or --clear-approvers, not both", exit_code=EXIT_USAGE)
+    env: dict[str, Any] = {}
+    mask: list[str] = []
+    if args.require_approval is not None:
+        env["requiresApproval"] = args.require_approval
+        mask.append("requiresApproval")
+    if args.approvers or args.clear_approvers:
+        env["approvers"] = [] if args.clear_approvers else args.approvers
+        mask.append("approvers")
+    if not mask:
+        raise ApiError("nothing to change: pass --approver, --clear-approvers or --[no-]require-approval",
+                       exit_code=EXIT_USAGE)
+    if args.etag:
+        env["etag"] = args.etag
+    with _client() as client:
+        response = client.request("PATCH", _env_path(args.name), params={"updateMask": ",".join(mask)},
+                                  json_body=env)
+    output.emit(response, _fmt(args), lambda: _print_env(response.get("environment") or {}))
+    return EXIT_OK
 
 
 def _print_run_outcome(run: dict, waited: bool) -> None:
@@ -1678,6 +1829,155 @@ def cmd_resource_definitions(args: argparse.Namespace) -> int:
         else:
             client.request("DELETE", f"/api/v1/{name}")
             print(f"deleted {name}")
+    return EXIT_OK
+
+
+# -- resource instances -------------------------------------------------------------------
+
+
+def _resource_state(value: Any) -> str:
+    text = enum(value)
+    return text.removeprefix("RESOURCE_STATE_")
+
+
+def _reason_cell(text: Any, width: int = 60) -> str:
+    text = " ".join(str(text or "").split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+RESOURCE_COLUMNS: list[output.Column] = [
+    ("NAME", lambda r: short(r.get("name"))),
+    ("APP/WORKLOAD(S)", lambda r: r.get("workloads") or f"{r.get('application', '-')}/{r.get('workload', '-')}"),
+    ("TYPE", lambda r: (r.get("claim") or {}).get("type")),
+    ("CLASS", lambda r: (r.get("claim") or {}).get("class") or "default"),
+    ("ID", lambda r: (r.get("claim") or {}).get("id")),
+    ("STATE", lambda r: _resource_state(r.get("state"))),
+    ("REASON", lambda r: _reason_cell(r.get("statusReason"))),
+]
+
+TRANSITION_COLUMNS: list[output.Column] = [
+    ("TIME", lambda t: when(t.get("time"))),
+    ("FROM", lambda t: _resource_state(t.get("from"))),
+    ("TO", lambda t: _resource_state(t.get("to"))),
+    ("ACTOR", lambda t: t.get("actor")),
+    ("REASON", lambda t: t.get("reason")),
+]
+
+
+def _resource_path(name: str) -> str:
+    return f"/api/v1/resources/{segment(name, 'resources')}"
+
+
+def _value(value: Any) -> Any:
+    """Outputs travel as a protobuf Struct, whose numbers are doubles: show port 5432, not 5432.0."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _print_resource(resource: dict[str, Any], secrets: dict[str, str] | None) -> None:
+    claim = resource.get("claim") or {}
+    print_fields(
+        [
+            ("Name", resource.get("name")),
+            ("Application", resource.get("application")),
+            ("Environment", resource.get("environment")),
+            ("Environment type", resource.get("environmentType")),
+            ("Team", resource.get("team")),
+            ("Workloads", resource.get("workloads")),
+            ("Type", claim.get("type")),
+            ("Class", claim.get("class") or "default"),
+            ("Shared id", claim.get("id")),
+            ("State", _resource_state(resource.get("state"))),
+            ("Reason", resource.get("statusReason")),
+            ("Definition", resource.get("definition")),
+            ("Created", when(resource.get("createTime"))),
+            ("Updated", when(resource.get("updateTime"))),
+        ]
+    )
+    outputs = resource.get("outputs") or {}
+    refs = resource.get("secretRefs") or {}
+    if claim.get("params"):
+        print("\nParams:")
+        print_fields([(f"  {k}", _value(v)) for k, v in sorted(claim["params"].items())])
+    print("\nOutputs:")
+    if outputs:
+        print_fields([(f"  {k}", _value(v)) for k, v in sorted(outputs.items())])
+    else:
+        print("  (none)")
+    if refs:
+        if secrets is None:
+            print("\nSecret outputs (references; --reveal prints the values):")
+            print_fields([(f"  {k}", v) for k, v in sorted(refs.items())])
+        else:
+            print("\nSecret outputs (plaintext):")
+            print_fields([(f"  {k}", secrets.get(k, "(not in the secret store)")) for k in sorted(refs)])
+
+
+def cmd_resources_list(args: argparse.Namespace) -> int:
+    params = {"application": short(args.app) if args.app else None, "environment": args.env or None}
+    with _client() as client:
+        items = client.paginate("/api/v1/resources", "resources", params=params, limit=args.limit)
+    output.emit({"resources": items}, _fmt(args),
+                lambda: print_table(items, RESOURCE_COLUMNS, empty="No resources found."))
+    return EXIT_OK
+
+
+def cmd_resources_get(args: argparse.Namespace) -> int:
+    path = _resource_path(args.name)
+    secrets: dict[str, str] | None = None
+    with _client() as client:
+        response = client.get(path)
+        resource = response.get("resource") or {}
+        if args.reveal:
+            if resource.get("secretRefs"):
+                # Fetched before anything is printed: a refused reveal prints only the error.
+                secrets = client.post(f"{path}:reveal", {}).get("secrets") or {}
+            else:
+                print(f"{resource.get('name', args.name)} has no secret outputs: nothing to reveal", file=sys.stderr)
+    if secrets is not None:
+        print(f"warning: printing the plaintext secret outputs of {resource.get('name', args.name)} "
+              "(this reveal is recorded in the audit chain)", file=sys.stderr)
+        response = {**response, "secrets": secrets}
+    output.emit(response, _fmt(args), lambda: _print_resource(resource, secrets))
+    return EXIT_OK
+
+
+def cmd_resources_check(args: argparse.Namespace) -> int:
+    with _client() as client:
+        result = client.post(f"{_resource_path(args.name)}:check", {})
+    resource = result.get("resource") or {}
+    healthy, drifted = bool(result.get("healthy")), bool(result.get("drifted"))
+    # proto3 JSON leaves out false booleans; the verdict is spelled out for scripts.
+    result = {**result, "healthy": healthy, "drifted": drifted}
+    ok = healthy and not drifted
+    fmt = _fmt(args)
+
+    def table() -> None:
+        print_fields(
+            [
+                ("Resource", resource.get("name")),
+                ("Healthy", healthy),
+                ("Drifted", drifted),
+                ("State", _resource_state(resource.get("state"))),
+                ("Reason", result.get("reason")),
+            ]
+        )
+
+    output.emit(result, fmt, table)
+    if not ok:
+        if fmt != "table":
+            problem = "unhealthy and drifted" if drifted and not healthy else ("drifted" if drifted else "unhealthy")
+            print(f"error: {resource.get('name', args.name)} is {problem}: {result.get('reason') or 'no reason given'}",
+                  file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_resources_history(args: argparse.Namespace) -> int:
+    with _client() as client:
+        resource = client.get(_resource_path(args.name)).get("resource") or {}
+    transitions = resource.get("transitions") or []
+    output.emit({"name": resource.get("name"), "transitions": transitions}, _fmt(args),
+                lambda: print_table(transitions, TRANSITION_COLUMNS, empty="No state transitions recorded."))
     return EXIT_OK
 
 

@@ -51,6 +51,8 @@ KNOWN_STEP_TYPES: tuple[str, ...] = (
     "shell", "http", "git", "policy", "approval", "wait", "workflow", "resource", "ansible",
     "kubectl", "terraform", "tofu", "helm",
     "workload.check", "resources.note", "render.kubernetes", "release.write",
+    # The undeploy-app golden path's plan step (specs' PlanUndeploy; workflows.plan_undeploy).
+    "undeploy.plan",
 )
 
 CODES = {

@@ -15,7 +15,10 @@ Approving a gate takes two checks:
    settings in the run's definition snapshot): ``role:<r>``, ``user:<u>``,
    ``team:<t>``/``group:<t>``, or a bare name matching a role, the username or a team.
    Otherwise ``PERMISSION_DENIED`` / ``NOT_AN_APPROVER``. A gate without approvers may be
-   decided by anyone the policy allows.
+   decided by anyone the policy allows;
+3. four eyes: a gate with ``approval.allow_self_approval: false`` (every deployment gate)
+   may not be *approved* by the run's creator, who may still reject it:
+   ``PERMISSION_DENIED`` / ``SELF_APPROVAL``.
 
 The policy cannot do the second check itself: its input carries the request and the
 resource name, not the run's definition.
@@ -107,6 +110,12 @@ def gate_approvers(definition: Any, step_id: str, params: dict | None = None) ->
         elif entry is not None:
             out.append(str(entry))
     return out
+
+
+def gate_allows_self_approval(definition: Any, step_id: str) -> bool:
+    """False when the gate ``step_id`` says ``approval.allow_self_approval: false``."""
+    approval = (_definition_steps(definition).get(step_id) or {}).get("approval")
+    return not (isinstance(approval, dict) and approval.get("allow_self_approval") is False)
 
 
 def _resolve(value: str, params: dict) -> Any:
@@ -275,7 +284,7 @@ class RunOperations:
 
     # -- approval gates
 
-    async def _gate(self, name: str) -> tuple[str, str]:
+    async def _gate(self, name: str, *, approving: bool) -> tuple[str, str]:
         run_id, step_id = step_of(name)
         row, steps = await self._load(run_id)
         mine = [s for s in steps if s.step_id == step_id]
@@ -297,15 +306,23 @@ class RunOperations:
                 f"{who} is not an approver of step {step_id!r} of run runs/{run_id}; approvers: {', '.join(approvers)}",
                 reason="NOT_AN_APPROVER", metadata={"approvers": ",".join(approvers)},
             )
+        if approving and not gate_allows_self_approval(getattr(row, "definition", None), step_id) \
+                and subject is not None and row.creator and subject.actor == row.creator:
+            raise PermissionDenied(
+                f"{subject.username} started run runs/{run_id} and may not approve its step {step_id!r} "
+                f"(four eyes); ask another approver ({', '.join(approvers) or 'anyone the policy allows'}), "
+                "or reject it",
+                reason="SELF_APPROVAL", metadata={"approvers": ",".join(approvers)},
+            )
         return run_id, step_id
 
     async def ApproveStep(self, request, context):
-        run_id, step_id = await self._gate(request.name)
+        run_id, step_id = await self._gate(request.name, approving=True)
         await self._call(self._sched().approve, run_id, step_id, self._who(), request.reason, session=self._session())
         return engine_pb2.ApproveStepResponse(run=await self._view(run_id))
 
     async def RejectStep(self, request, context):
-        run_id, step_id = await self._gate(request.name)
+        run_id, step_id = await self._gate(request.name, approving=False)
         await self._call(self._sched().reject, run_id, step_id, self._who(), request.reason, session=self._session())
         return engine_pb2.RejectStepResponse(run=await self._view(run_id))
 

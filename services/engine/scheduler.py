@@ -28,6 +28,13 @@ Waiting is durable
     run finishing) bump ``runs.event_seq`` and set ``wake_at``; the driver notices the bump
     (on its next commit or heartbeat) and reloads, and never releases a lease over an
     unseen bump, so no wake-up is lost.
+
+Sub-workflows
+    A ``type: workflow`` step creates a child run in the pass's transaction, with its
+    definition stored like a top-level run's. A built-in (``deploy``, ``undeploy``) is built
+    from the step's inputs (``builtins``, default :func:`default_builtin`), and only from
+    inputs the platform planned (:data:`TRUSTED_CHILD_INPUTS`); other names are looked up
+    (``workflows``: the catalog).
 """
 
 from __future__ import annotations
@@ -118,6 +125,25 @@ def default_evaluate(expression: str, variables: dict) -> Any:
     return expressions.evaluate(expressions.compile_expression(expression), variables)
 
 
+def default_builtin(name: str, inputs: dict) -> WorkflowDef | None:
+    """The engine's built-in workflow ``name`` built from a child run's inputs, as StartRun builds
+    a top-level one (``workflows.builtin_workflow``); None when ``name`` is no built-in."""
+    from innominatus.engine import workflows  # noqa: PLC0415 - the built-ins import the model, not us
+
+    if name not in workflows.WORKFLOWS:
+        return None
+    return workflows.builtin_workflow(name, inputs)
+
+
+# Built-in workflows act on inputs a platform service prepared (StartRun lets only the specs
+# service start them). As a sub-workflow (`uses:`), a built-in listed here is built from its
+# inputs only when the listed ones equal the outputs of a succeeded step of the given type in
+# the same run -- outputs that step's executor got from the platform, for the run's own
+# application and environment. So `undeploy` deprovisions what specs' PlanUndeploy named, never
+# what a param or a literal in a path names. A built-in not listed is never a sub-workflow.
+TRUSTED_CHILD_INPUTS: dict[str, tuple[str, tuple[str, ...]]] = {"undeploy": ("undeploy.plan", ("claims",))}
+
+
 _WHOLE = re.compile(r"^\$\{([^}]*)\}$")
 
 
@@ -177,6 +203,7 @@ class Scheduler:
         max_runs: int = 64,
         evaluate: Evaluate | None = None,
         workflows: Callable[[str], WorkflowDef] | Mapping[str, WorkflowDef] | None = None,
+        builtins: Callable[[str, dict], WorkflowDef | None] | None = default_builtin,
         workdir: str | Path | None = None,
         services: dict | None = None,
         cancel_grace: float = 5.0,
@@ -192,6 +219,7 @@ class Scheduler:
         self.max_runs = max_runs
         self.evaluate = evaluate or default_evaluate
         self.workflows = workflows
+        self.builtins = builtins  # sub-workflows built from their inputs (built-ins; None: none)
         self.workdir = Path(workdir) if workdir else Path(tempfile.gettempdir()) / "innominatus-engine"
         self.services = services or {}
         self.cancel_grace = cancel_grace
@@ -1095,7 +1123,9 @@ class _Driver:
                       heartbeat_at=now, lease_expires_at=now + dt.timedelta(seconds=self.s.lease_seconds))
         if step.type == "workflow" or step.uses:
             try:
-                child_def = self.s._workflow(step.uses or "")
+                # Stored with the child run (create_run), like a top-level run's definition: a
+                # resumed child keeps the steps it was built with.
+                child_def = self._child_definition(step.uses or "", inputs)
             except StepFailed as exc:
                 self._stage(key, dict(state=FAILED, ended_at=now, attempts=attempt, error=exc.message, error_kind=exc.kind),
                             ("step.failed", exc.message))
@@ -1108,6 +1138,38 @@ class _Driver:
         self._stage(key, values, ("step.started", f"attempt {attempt} on {self.s.worker_id}"))
         self.s._active_steps += 1
         return (key, step, attempt, inputs)
+
+    def _child_definition(self, name: str, inputs: dict) -> WorkflowDef:
+        """The definition of a sub-workflow step's child run: a built-in is built from the
+        step's inputs once they pass :data:`TRUSTED_CHILD_INPUTS`; anything else is looked up."""
+        try:
+            built = self.s.builtins(name, inputs) if self.s.builtins is not None else None
+        except Exception as exc:  # noqa: BLE001 - malformed inputs fail the step, not the worker
+            raise StepFailed(f"sub-workflow {name!r}: {type(exc).__name__}: {exc}", kind="input",
+                             retryable=False) from None
+        if built is None:
+            return self.s._workflow(name)
+        rule = TRUSTED_CHILD_INPUTS.get(name)
+        if rule is None:
+            raise StepFailed(f"the built-in workflow {name!r} is started by the platform itself, not as a "
+                             "sub-workflow", kind="builtin_workflow", retryable=False)
+        source_type, keys = rule
+        for row in self.rows.values():
+            if row["kind"] != "step" or row["type"] != source_type or row["state"] != SUCCEEDED:
+                continue
+            stepdef = self.stepdefs.get(row["step_id"])
+            # An `outputs:` mapping could overwrite what the executor returned: not trusted.
+            if stepdef is None or set(stepdef.outputs) & {*keys, "application", "environment"}:
+                continue
+            outputs = row["outputs"] if isinstance(row["outputs"], dict) else {}
+            if (outputs.get("application") == self.application and outputs.get("environment") == self.environment
+                    and all(k in inputs and inputs[k] == outputs.get(k) for k in keys)):
+                return built
+        wanted = ", ".join(f"{k}: ${{steps.<id>.outputs.{k}}}" for k in keys)
+        raise StepFailed(
+            f"the built-in workflow {name!r} takes only inputs the platform planned: {wanted} of a succeeded "
+            f"{source_type!r} step of this run for application {self.application!r} in environment "
+            f"{self.environment!r} (its inputs name something else)", kind="untrusted_inputs", retryable=False)
 
     def _stage_starts(self, now) -> list[tuple]:
         starts = []

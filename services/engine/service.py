@@ -157,6 +157,11 @@ class EngineServicer(RunOperations, engine_pb2_grpc.EngineServiceServicer):
             # Wake the scheduler once the run is committed, not before.
             event.listen(session.sync_session, "after_commit", lambda _s: self.scheduler.wakeup.set(), once=True)
             return engine_pb2.StartRunResponse(run=await load_run(session, run_id))
+        paths = self.runtime.state.get(GOLDEN_PATHS_STATE)
+        if paths is not None and request.workflow:
+            # Right after start the catalog may still be loading (specs' DeleteApplication starts
+            # `undeploy-app` here): wait for it as RunGoldenPath does, not "unknown workflow".
+            await paths.ready()
         definition = self.scheduler.find_workflow(request.workflow) if request.workflow else None
         if definition is None:
             raise InvalidArgument(

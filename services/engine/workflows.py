@@ -8,13 +8,17 @@ provision steps of the resources whose outputs its params use (independent ones 
 parallel); ``render`` hands the provisioned outputs (secret outputs as ``secret://``
 references) to the specs service (``FinalizeDeployment``), which renders the workload into an
 immutable deployment set and commits it to the environment's GitOps repository; ``release``
-records the outcome and writes the rendered Deployment manifest into the data directory.
+records the outcome and writes the rendered Deployment manifest into the data directory; in
+parallel with it, one ``release-<ref>`` `resource` step per claim the workload's new version no
+longer declares (the ``dropped`` input) releases that workload's claim, once the commit is made.
 The run stores its definition snapshot, so a resumed run keeps the steps it started with.
 
-``undeploy`` (started by the specs service's DeleteApplication) is built by
-:func:`undeploy_workflow` from the same ``claims`` input: one ``deprovision-<ref>`` step per
-resource, in reverse dependency order, then ``remove`` (``FinalizeUndeploy``: the application's
-directory leaves the GitOps repository and its deployments there are marked removed).
+``undeploy`` is built by :func:`undeploy_workflow` from the same ``claims`` input: one
+``deprovision-<ref>`` step per resource, in reverse dependency order, then ``remove``
+(``FinalizeUndeploy``: the application's directory leaves the GitOps repository and its
+deployments there are marked removed). It runs as the sub-workflow of the ``undeploy-app``
+golden path (which the specs service's DeleteApplication starts), built by the scheduler from
+the claims the path's ``undeploy.plan`` step (:func:`plan_undeploy`) got from specs.
 
 The built-in steps are plain functions over a :class:`DeployContext`; :class:`FunctionExecutor`
 adapts them to the engine's executor protocol, taking the run's params, application and
@@ -228,9 +232,27 @@ _DEPLOY_STEPS = [
 ]
 
 
-# The approval gate of a deployment to a production environment (inputs.environment_type).
+# The approval gate of a deployment: built from the environment's settings the specs service
+# passes in (inputs.approval = {"required": bool, "approvers": [...]}). Runs started before
+# environments had settings carry only inputs.environment_type: a production one gets the gate
+# it always had, decided by PRODUCTION_APPROVERS.
 APPROVE_STEP = "approve"
 PRODUCTION_APPROVERS = ("platform-engineer", "admin")
+
+
+def _approval_gate(inputs: dict) -> list[str] | None:
+    """The approvers of the deploy run's gate, or None when it has no gate."""
+    approval = inputs.get("approval")
+    if isinstance(approval, dict) and "required" in approval:
+        if approval.get("required") is not True:
+            return None
+        approvers = [a for a in approval.get("approvers") or [] if isinstance(a, str) and a and "${" not in a]
+        # Specs refuses a required gate without approvers; should one arrive anyway, the
+        # production default applies rather than a gate anyone with runs.approve may decide.
+        return approvers or list(PRODUCTION_APPROVERS)
+    if inputs.get("environment_type") == "production":
+        return list(PRODUCTION_APPROVERS)
+    return None
 
 
 def provision_step_id(ref: str) -> str:
@@ -249,24 +271,59 @@ def _claims(inputs: dict) -> list[dict]:
     return out
 
 
+def release_step_id(ref: str) -> str:
+    return f"release-{ref}"
+
+
+def _dropped(inputs: dict) -> list[dict]:
+    """The ``dropped`` input (``[{ref, resource}]``: claims of the workload its new version no
+    longer declares, as ClaimResources answered them), well-formed entries only, one per ref --
+    and none without the run's workload: releasing without one would release every workload of
+    the application."""
+    workload = inputs.get("workload")
+    dropped = inputs.get("dropped")
+    if not isinstance(workload, str) or not workload or "/" in workload or not isinstance(dropped, list):
+        return []
+    out: dict[str, dict] = {}
+    for entry in dropped:
+        if isinstance(entry, dict) and isinstance(entry.get("ref"), str) and isinstance(entry.get("resource"), str) \
+                and entry["ref"] and entry["resource"]:
+            out.setdefault(entry["ref"], entry)
+    return [out[ref] for ref in sorted(out)]
+
+
 def deploy_workflow(inputs: dict | None = None) -> model.WorkflowDef:
     """The ``deploy`` workflow for one run: validate -> [approve] -> provision-<ref> (one
     `resource` step per claim, after the provision steps of the claims its params depend on) ->
-    render -> release. ``approve`` (an `approval` step, approvers platform-engineer and admin)
-    is there when ``inputs.environment_type`` is "production"."""
+    render -> release, and release-<ref> in parallel with ``release``. ``approve`` (an `approval`
+    step) is there when ``inputs.approval.required`` (its approvers: ``inputs.approval.approvers``);
+    for inputs without ``approval`` (runs started before environments had approval settings)
+    when ``inputs.environment_type`` is "production", decided by platform engineers and admins.
+
+    ``release-<ref>`` (a `resource` step, action deprovision) is there for each entry of
+    ``inputs.dropped`` (``[{ref, resource}]``: a claim of the workload its new version no longer
+    declares): it releases only this workload's claim on the instance (``release`` the run's
+    application, ``workload`` the run's workload), which deprovisions the instance when no other
+    claim remains. It runs after ``render`` -- once the new version is committed -- so a deployment
+    that fails or is rejected before leaves the running version's resources alone."""
     claims = _claims(inputs or {})
     refs = {c["ref"] for c in claims}
     steps = [model.StepDef(id="validate", type="workload.check", with_=dict(_COMMON), retry=_RETRY)]
     first = "validate"
-    if (inputs or {}).get("environment_type") == "production":
-        # A production deployment waits for a platform engineer's or admin's approval before
-        # anything is provisioned or committed. Deciding it is policy-gated ("runs.approve") and
-        # the engine checks the caller is one of these approvers.
-        message = (f"Deploy application {inputs.get('application') or inputs.get('workload') or '?'} to production "
-                   f"environment {inputs.get('environment') or '?'}, requested by "
+    approvers = _approval_gate(inputs or {})
+    if approvers is not None:
+        # The deployment waits for an approval before anything is provisioned or committed.
+        # Deciding it is policy-gated ("runs.approve") and the engine checks the caller is one
+        # of these approvers. They are fixed in the run's definition snapshot: changing the
+        # environment later affects the next deployment, not this run.
+        kind = str(inputs.get("environment_type") or "")
+        message = (f"Deploy application {inputs.get('application') or inputs.get('workload') or '?'} to "
+                   f"{kind + ' ' if kind else ''}environment {inputs.get('environment') or '?'}, requested by "
                    f"{inputs.get('requested_by') or 'unknown'}?").replace("${", "$ {")
         steps.append(model.StepDef(id=APPROVE_STEP, type="approval", with_={"message": message},
-                                   approval={"message": message, "approvers": list(PRODUCTION_APPROVERS)},
+                                   approval={"message": message, "approvers": approvers,
+                                             # four eyes: whoever deployed cannot approve it
+                                             "allow_self_approval": False},
                                    depends_on=("validate",)))
         first = APPROVE_STEP
     provision_ids = []
@@ -284,6 +341,11 @@ def deploy_workflow(inputs: dict | None = None) -> model.WorkflowDef:
     steps.append(model.StepDef(id="release", type="release.write",
                                with_={**_COMMON, "outputs": {"render": "${steps.render.outputs}"}},
                                depends_on=("render",), retry=_RETRY))
+    for entry in _dropped(inputs or {}):
+        steps.append(model.StepDef(id=release_step_id(entry["ref"]), type="resource",
+                                   with_={"name": entry["resource"], "action": "deprovision",
+                                          "release": "${workflow.application}", "workload": "${params.workload}"},
+                                   depends_on=("render",), retry=_PROVISION_RETRY))
     return model.WorkflowDef(name="deploy", version="2", steps=tuple(steps), description="built-in")
 
 
@@ -324,10 +386,62 @@ async def finalize_undeploy(ctx: DeployContext) -> dict:
     return {"commit": response.commit, "removed_deployments": response.removed_deployments}
 
 
+# The step type whose outputs an `undeploy` sub-workflow's claims must be (scheduler.py).
+PLAN_UNDEPLOY_TYPE = "undeploy.plan"
+
+
+async def plan_undeploy(ctx: DeployContext) -> dict:
+    """The `undeploy.plan` step: ask the specs service (PlanUndeploy, as the engine) what removing
+    the application from the environment takes. Its ``claims`` are the only ones an ``undeploy``
+    sub-workflow of the run accepts, so what is deprovisioned comes from specs, never from a
+    run's params."""
+    stub = (ctx.services or {}).get("specs")
+    if stub is None:
+        raise model.StepFailed("the undeploy plan step needs the specs service, which this engine was not given",
+                               kind="not_wired", retryable=False)
+    if not ctx.application or not ctx.environment:
+        raise model.StepFailed("the undeploy plan step needs `application` and `environment` in its with:",
+                               kind="invalid_input", retryable=False)
+    import grpc  # noqa: PLC0415
+
+    from innominatus.kit import context as reqctx  # noqa: PLC0415
+    from innominatus.specs.v1 import specs_pb2  # noqa: PLC0415
+
+    token = reqctx.set_current(None)  # the engine acts on its own behalf
+    try:
+        plan = await stub.PlanUndeploy(
+            specs_pb2.PlanUndeployRequest(name=f"applications/{ctx.application}", environment=ctx.environment),
+            timeout=FINALIZE_TIMEOUT,
+        )
+    except InnominatusError as exc:
+        raise model.StepFailed(f"plan: {exc.message}", kind="not_wired", retryable=False) from None
+    except grpc.aio.AioRpcError as exc:
+        code = exc.code()
+        retryable = code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                             grpc.StatusCode.ABORTED, grpc.StatusCode.RESOURCE_EXHAUSTED)
+        raise model.StepFailed(f"plan: {exc.details() or code.name}", kind=code.name.lower(),
+                               retryable=retryable) from None
+    finally:
+        reqctx.reset(token)
+    kind = specs_pb2.EnvironmentType.Name(plan.environment_type).removeprefix("ENVIRONMENT_TYPE_").lower()
+    return {
+        "application": ctx.application,
+        "environment": ctx.environment,
+        "deployed": plan.deployed,
+        "environment_type": "" if kind == "unspecified" else kind,
+        "claims": [{"ref": c.ref, "resource": c.resource, "depends_on": list(c.depends_on)} for c in plan.claims],
+        "deployments": list(plan.deployments),
+    }
+
+
 def undeploy_workflow(inputs: dict | None = None) -> model.WorkflowDef:
     """The ``undeploy`` workflow for one run: one ``deprovision-<ref>`` step (a `resource` step,
     action deprovision) per claim, in reverse dependency order (a resource is deprovisioned only
-    after the resources whose params use its outputs), then ``remove`` (FinalizeUndeploy)."""
+    after the resources whose params use its outputs), then ``remove`` (FinalizeUndeploy).
+
+    Each step releases the run's application's claims (``release``): a shared instance other
+    applications still claim is left to them (the step's output ``result`` is "released") and
+    only one nobody else claims is deprovisioned."""
     claims = _claims(inputs or {})
     refs = {c["ref"] for c in claims}
     dependents: dict[str, set[str]] = {ref: set() for ref in refs}
@@ -339,7 +453,8 @@ def undeploy_workflow(inputs: dict | None = None) -> model.WorkflowDef:
     for claim in claims:
         after = tuple(sorted(deprovision_step_id(r) for r in dependents[claim["ref"]]))
         steps.append(model.StepDef(id=deprovision_step_id(claim["ref"]), type="resource",
-                                   with_={"name": claim["resource"], "action": "deprovision"},
+                                   with_={"name": claim["resource"], "action": "deprovision",
+                                          "release": "${workflow.application}"},
                                    depends_on=after, retry=_PROVISION_RETRY))
     steps.append(model.StepDef(id="remove", type="undeploy.remove", with_=dict(_COMMON),
                                depends_on=tuple(deprovision_step_id(c["ref"]) for c in claims), retry=_RENDER_RETRY))
@@ -363,4 +478,5 @@ def builtin_executors(data_dir: Path) -> dict[str, FunctionExecutor]:
     """Executors for the built-in workflows' step types."""
     executors = {type_: FunctionExecutor(type_, fn, data_dir) for _id, type_, fn, _extra in _DEPLOY_STEPS}
     executors["undeploy.remove"] = FunctionExecutor("undeploy.remove", finalize_undeploy, data_dir)
+    executors[PLAN_UNDEPLOY_TYPE] = FunctionExecutor(PLAN_UNDEPLOY_TYPE, plan_undeploy, data_dir)
     return executors

@@ -7,7 +7,10 @@
 5. :class:`AuthenticationInterceptor` - verifies the end-user token (every service does)
 6. :class:`AuditInterceptor` - opens the RPC's transaction; writes the audit event of every
    mutation (allowed, denied or failed) into the outbox, in that same transaction
-7. :class:`PolicyInterceptor` - asks OPA about every mutation; deny or no answer stops it
+7. :class:`PolicyInterceptor` - asks OPA about every mutation; deny or no answer stops it. A
+   service may register per RPC a *policy facts* provider (``Runtime.register_policy_facts``)
+   for what the request does not carry (e.g. how many applications a team owns); it runs in
+   the transaction layer 6 opened and its answer goes to the policy as ``input.facts``
 
 Methods are described by their proto options (:mod:`innominatus.kit.methods`), so handlers
 contain no authorization code. Calls to methods outside the table (health, reflection) pass
@@ -17,6 +20,7 @@ through untouched.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import time
 import uuid
@@ -289,12 +293,54 @@ def describe_resource(info: MethodInfo, request_fields: dict) -> dict:
     }
 
 
-class PolicyInterceptor(_MethodInterceptor):
-    """Every mutation is decided by the policy engine before the handler runs."""
+# A policy facts provider: request -> facts (a JSON object) for ``input.facts``.
+PolicyFactsProvider = Callable[[object], Awaitable[dict]]
 
-    def __init__(self, methods, engine) -> None:
+
+class PolicyInterceptor(_MethodInterceptor):
+    """Every mutation is decided by the policy engine before the handler runs.
+
+    ``facts`` maps a method's full name to its :data:`PolicyFactsProvider`. The map is the
+    service's ``Runtime.policy_facts``, filled when the service registers its servicer (after
+    this interceptor was built), so it is read at call time.
+    """
+
+    def __init__(self, methods, engine, facts: dict[str, PolicyFactsProvider] | None = None) -> None:
         super().__init__(methods)
         self.engine = engine
+        self.facts = facts if facts is not None else {}
+
+    async def _gather_facts(self, info: MethodInfo, provider: PolicyFactsProvider, request) -> dict:
+        """Ask the provider; anything but a JSON object from it refuses the request (fail closed)."""
+        ctx = reqctx.current()
+        # A refusal here is recorded by the audit layer like any other (it keys on decision_id).
+        ctx.extra.setdefault("decision_id", "")
+        try:
+            facts = await provider(request)
+        except InnominatusError:
+            raise  # a deliberate, typed refusal (e.g. INVALID_ARGUMENT): the caller can act on it
+        except Exception as exc:
+            # The cause (e.g. a database error) goes to the log only: it may name internals.
+            log.exception("policy facts provider failed", method=info.full_name)
+            raise PolicyUnavailable(
+                f"the facts the policy needs to decide {info.name} could not be gathered ({type(exc).__name__}), "
+                f"so the request is refused; retry, and quote request id {ctx.request_id} if it keeps failing",
+                reason="POLICY_FACTS_UNAVAILABLE",
+                metadata={"permission": info.permission},
+            ) from None
+        try:
+            if not isinstance(facts, dict):
+                raise TypeError(f"expected an object, got {type(facts).__name__}")
+            json.dumps(facts, allow_nan=False)  # what the engines receive must be plain JSON
+        except (TypeError, ValueError) as exc:
+            log.error("policy facts provider returned unusable facts", method=info.full_name, error=str(exc))
+            raise PolicyUnavailable(
+                f"the facts the policy needs to decide {info.name} are malformed ({exc}), so the request is "
+                f"refused; this is a bug in the service: quote request id {ctx.request_id} when reporting it",
+                reason="POLICY_FACTS_UNAVAILABLE",
+                metadata={"permission": info.permission},
+            ) from None
+        return facts
 
     async def around(self, info, request, context, proceed):
         if not info.mutation:
@@ -314,6 +360,9 @@ class PolicyInterceptor(_MethodInterceptor):
             "request": fields,
             "resource": describe_resource(info, fields),
         }
+        provider = self.facts.get(info.full_name)
+        if provider is not None:
+            policy_input["facts"] = await self._gather_facts(info, provider, request)
         try:
             decision = await self.engine.decide(policy_input)
         except PolicyEngineUnavailable as exc:

@@ -256,6 +256,18 @@ def substitute_tree(value: Any, resolve: Resolver, errors: list[PlaceholderError
     return value
 
 
+def strings_in(value: Any, path: tuple = ()):
+    """Every string inside nested dicts and lists with its path (keys are never substituted)."""
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from strings_in(item, (*path, key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from strings_in(item, (*path, i))
+
+
 def lookup(root: Any, parts: tuple[str, ...], *, allow_index: bool = False) -> Any:
     """Walk ``parts`` through nested maps, as score-go does; with ``allow_index`` a digit
     part also indexes a list. Raises :class:`MissingKey` (a KeyError) naming the missing step

@@ -48,6 +48,22 @@ class Runtime:
     verifier: TokenVerifier | None = None
     policy_engine: object | None = None  # the engine that gates this service's mutations
     state: dict = field(default_factory=dict)
+    # Method full name -> async provider of the facts its policy decision needs that the
+    # request does not carry (see register_policy_facts).
+    policy_facts: dict[str, icp.PolicyFactsProvider] = field(default_factory=dict)
+
+    def register_policy_facts(self, method: str, provider: icp.PolicyFactsProvider) -> None:
+        """Give the policy of mutation ``method`` ("/pkg.Service/Method") ``input.facts``.
+
+        ``provider(request)`` is awaited by the policy interceptor before the decision, inside
+        the request's transaction (``db.session()`` works), and returns a JSON object. If it
+        raises, the request is refused: a typed error as it is, anything else as
+        POLICY_FACTS_UNAVAILABLE. Call it from ``ServiceDefinition.register``; the host checks
+        at start-up that ``method`` is one of the service's mutations.
+        """
+        if method in self.policy_facts:
+            raise ValueError(f"policy facts for {method} are already registered")
+        self.policy_facts[method] = provider
 
 
 @dataclass
@@ -129,10 +145,15 @@ class ServiceHost:
             icp.PeerInterceptor(methods),
             icp.AuthenticationInterceptor(methods, runtime.verifier),
             icp.AuditInterceptor(methods, self.name, db, outbox),
-            icp.PolicyInterceptor(methods, self._policy_engine),
+            icp.PolicyInterceptor(methods, self._policy_engine, runtime.policy_facts),
         ]
         server = grpc.aio.server(interceptors=interceptors, options=CHANNEL_OPTIONS)
         definition.register(server, runtime)
+        for method in runtime.policy_facts:
+            # A typo would silently leave a policy without its facts.
+            if method not in methods or not methods[method].mutation:
+                raise SystemExit(f"configuration error: the {self.name} service registers policy facts for "
+                                 f"{method}, which is not one of its mutations")
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         names = [d.full_name for d in definition.descriptors]
         reflection.enable_server_reflection(

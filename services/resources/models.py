@@ -47,6 +47,17 @@ resources = Table(
     Column("applied_hash", String(64), nullable=False, default=""),
     # "<type>.<class>#<id>" for shared resources (a claim with an id); NULL otherwise.
     Column("shared_key", String(512), nullable=True),
+    # When the last health and drift check of the instance started or ended (CheckResource or
+    # the health monitor, innominatus.resources.monitor); the monitor checks the instances
+    # whose last check is older than its interval, so replicas share the work.
+    Column("last_checked_at", DateTime(timezone=True), nullable=True),
+    # What the specs service said when the instance was claimed: the environment's type
+    # ("development", "staging", "production") and the bare name of the team owning the
+    # claiming application ("payments"); "" = unknown / no team. Both are matching criteria of
+    # resource definitions; the team also decides who may reveal the secrets (authz.rego). A
+    # shared instance keeps the team of the application that claimed it first.
+    Column("environment_type", String(32), nullable=False, default="", server_default=""),
+    Column("team", String(128), nullable=False, default="", server_default=""),
     UniqueConstraint("application", "environment", "workload", "ref", name="uq_resources_claim"),
     UniqueConstraint("environment", "shared_key", name="uq_resources_shared"),
 )

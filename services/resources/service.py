@@ -2,12 +2,17 @@
 
 - ``ClaimResources`` records what a deployment's workloads claim. Claims with the same type,
   class and (non-empty) id in one environment are ONE shared instance (``shared_key``), referenced
-  by every claiming workload (table ``resource_claims``).
+  by every claiming workload (table ``resource_claims``). The instance records the environment's
+  type and the team owning the claiming application (a shared one: its first claimer's), as the
+  specs service sends them: definitions match on both, and the team's developers may reveal
+  the instance's secrets (``owner_facts`` gives the policy the owner).
 - ``ProvisionResource`` / ``DeprovisionResource`` are called by the engine's ``resource`` step
   (so provisioning retries, resumes and shows in the run's DAG): they match the instance's
   resource definition, run its provisioner and walk the state machine of
   :mod:`innominatus.resources.lifecycle`, committing each state as it is reached.
-- ``CheckResource`` runs the provisioner's health check and drift detection now.
+- ``CheckResource`` runs the provisioner's health check and drift detection now; the health
+  monitor (:mod:`innominatus.resources.monitor`) runs the same check
+  (:mod:`innominatus.resources.health`) on every ACTIVE / DEGRADED instance periodically.
 - Secret outputs go to the secret store (:mod:`innominatus.resources.secrets`); rows and answers
   hold ``secret://`` references only. ``RevealResourceSecrets`` is the one RPC returning values.
 
@@ -33,7 +38,7 @@ from sqlalchemy import select, text, update
 
 from innominatus.kit import context as reqctx
 from innominatus.kit import db
-from innominatus.kit.errors import FailedPrecondition, InnominatusError, Internal, InvalidArgument, NotFound, Unavailable
+from innominatus.kit.errors import FailedPrecondition, FieldViolation, InnominatusError, Internal, InvalidArgument, NotFound, Unavailable
 from innominatus.kit.logs import get_logger
 from innominatus.kit.pagination import page_of
 from innominatus.kit.server import Runtime, ServiceDefinition
@@ -44,8 +49,12 @@ from innominatus.resources.v1 import resources_pb2, resources_pb2_grpc
 log = get_logger("innominatus.resources.service")
 
 STATE_REQUESTED = lifecycle.REQUESTED
+# Environment types as the specs service names them and resource definitions' `env_type`
+# criterion is written ("" = unknown: the claim matches only definitions without one).
+ENVIRONMENT_TYPES = ("development", "staging", "production")
 LOCK_TIMEOUT_SECONDS = 300
 _SEGMENT = re.compile(r"[^A-Za-z0-9_.-]+")
+_TEAM = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")  # innominatus.kit.names: an RFC 1123 label
 
 
 def _definitions():
@@ -88,6 +97,27 @@ def _resource_id(name: str) -> str:
     if not rid or "/" in rid:
         raise InvalidArgument(f"resource name {name!r} is not of the form resources/{{id}}", reason="INVALID_RESOURCE_NAME")
     return rid
+
+
+def _owner_fields(request) -> tuple[str, str]:
+    """(environment type, bare team name) of a ClaimResourcesRequest, checked."""
+    env_type = request.environment_type.strip().lower()
+    if env_type and env_type not in ENVIRONMENT_TYPES:
+        raise InvalidArgument(
+            f"environment_type {request.environment_type!r} is not an environment type: use one of "
+            f"{', '.join(ENVIRONMENT_TYPES)}, or leave it empty when unknown",
+            reason="INVALID_ENVIRONMENT_TYPE",
+            violations=[FieldViolation("environment_type", f"one of {', '.join(ENVIRONMENT_TYPES)}")],
+        )
+    team = request.team.strip().removeprefix("teams/")
+    if request.team.strip() and not _TEAM.fullmatch(team):
+        raise InvalidArgument(
+            f"team {request.team!r} is not a team name: give teams/{{team}} or the bare name "
+            "(lowercase letters, digits and '-'), or leave it empty for an application no team owns",
+            reason="INVALID_TEAM",
+            violations=[FieldViolation("team", "e.g. teams/payments or payments")],
+        )
+    return env_type, team
 
 
 def shared_key(type_: str, class_: str, shared_id: str) -> str:
@@ -169,9 +199,12 @@ class _Provisioner:
         return await driver.drift(self.context(ctx), state)
 
 
-def _applied_hash(provisioner: _Provisioner, row) -> str:
+def _applied_hash(provisioner: _Provisioner, row, params: dict | None = None) -> str:
+    """``params``: the claim's params with other resources' outputs filled in (secret ones as
+    their versioned references), so a dependency that changed makes this one provision again."""
     body = json.dumps(
-        {"definition": provisioner.ref, "type": row.type, "class": row._mapping["class"], "params": row.params or {}},
+        {"definition": provisioner.ref, "type": row.type, "class": row._mapping["class"],
+         "params": row.params or {} if params is None else params},
         sort_keys=True,
         default=str,
     )
@@ -198,6 +231,8 @@ def _to_proto(row, claims: list | None = None, transitions: list | None = None) 
         status_reason=m.get("state_reason") or "",
         definition=m.get("definition") or "",
         shared_key=m.get("shared_key") or "",
+        environment_type=m.get("environment_type") or "",
+        team=f"teams/{m['team']}" if m.get("team") else "",
     )
     resource.claim.params.update(row.params or {})
     resource.outputs.update(m.get("outputs") or {})
@@ -326,21 +361,24 @@ class ResourcesServicer(resources_pb2_grpc.ResourcesServiceServicer):
             type=row.type,
             class_=row._mapping["class"],
             id=row.shared_id,
-            env_type="",
+            env_type=row._mapping.get("environment_type") or "",
             environment=row.environment,
             application="" if row.shared_key else row.application,
-            team="",
+            # A shared instance matches with its owner team (its first claimer's): one instance,
+            # one definition, whoever else claims it.
+            team=row._mapping.get("team") or "",
         )
         return _Provisioner(definition, f"{definition.name}@{definition.version}")
 
-    def _context(self, row, *, previous_state=None, previous_secrets=None, idempotency_key: str = ""):
+    def _context(self, row, *, previous_state=None, previous_secrets=None, idempotency_key: str = "",
+                 params: dict | None = None):
         from innominatus.resources.drivers import ProvisionContext  # noqa: PLC0415
 
         return ProvisionContext(
             resource_id=provider_id(row),
             type=row.type,
             class_=row._mapping["class"] or "default",
-            params=dict(row.params or {}),
+            params=dict(row.params or {}) if params is None else params,
             application=row.application,
             environment=row.environment,
             workload=row.workload,
@@ -370,6 +408,80 @@ class ResourcesServicer(resources_pb2_grpc.ResourcesServiceServicer):
                 values[key] = cache[where][ref.key]
         return values
 
+    async def _resolved_params(self, row, *, reveal: bool) -> dict:
+        """The claim's params with every ``${resources.<ref>.<key>}`` replaced by that resource's
+        output, as the provisioner receives them (Score semantics: kit.interpolation).
+
+        ``<ref>`` is a name in the claiming workload's Score file: it is looked up among the
+        claims of a workload that claims this instance (its owner first; a shared instance may
+        be claimed under other names elsewhere). The deploy workflow provisions dependencies
+        first, so a dependency that is not ACTIVE (or DEGRADED) here has failed: refused, not
+        retried. A secret output is its plaintext value when ``reveal`` (only for the
+        provisioner, never stored) and its versioned ``secret://`` reference otherwise (for the
+        applied hash). Other placeholders (``${metadata...}``) are the specs service's and stay
+        as written."""
+        from innominatus.kit import interpolation  # noqa: PLC0415
+
+        params = dict(row.params or {})
+        wanted: set[str] = set()
+        for _path, text in interpolation.strings_in(params):
+            if "${" in text:
+                for placeholder in interpolation.find_placeholders(text):
+                    if len(placeholder.parts) >= 2 and placeholder.parts[0] == "resources":
+                        wanted.add(placeholder.parts[1])
+        if not wanted:
+            return params
+        table, claims = models.resources, models.resource_claims
+        session = db.session()
+        claimers = (await _claims_of(session, [row.id]))[row.id]
+        claimers.sort(key=lambda c: (c.application, c.workload) != (row.application, row.workload))
+        targets: dict[str, str] = {}
+        for claimer in claimers:
+            named = (await session.execute(select(claims.c.ref, claims.c.resource_id).where(
+                (claims.c.application == claimer.application) & (claims.c.environment == claimer.environment)
+                & (claims.c.workload == claimer.workload) & claims.c.ref.in_(sorted(wanted))))).all()
+            if {r.ref for r in named} == wanted:
+                targets = {r.ref: r.resource_id for r in named}
+                break
+        if not targets:
+            who = ", ".join(sorted({f"{c.application}/{c.workload}" for c in claimers})) or "no workload"
+            raise FailedPrecondition(
+                f"the params of resources/{row.id} use the outputs of resources "
+                f"{', '.join(sorted(wanted))}, which {who} does not claim: declare them in the same Score file",
+                reason="DEPENDENCY_NOT_CLAIMED",
+            )
+        rows = {r.id: r for r in (await session.execute(select(table).where(table.c.id.in_(list(targets.values()))))).all()}
+        values: dict[str, dict] = {}
+        for ref, target_id in targets.items():
+            target = rows.get(target_id)
+            if target is None or target.state not in (lifecycle.ACTIVE, lifecycle.DEGRADED):
+                state = target.state if target is not None else "missing"
+                raise FailedPrecondition(
+                    f"resources/{row.id} needs the outputs of resources.{ref} (resources/{target_id}), which is "
+                    f"{state}: provision it first (deploy provisions dependencies first; see that resource's reason)",
+                    reason="DEPENDENCY_NOT_READY",
+                )
+            secrets = await self._secrets(target) if reveal else dict(target.secret_refs or {})
+            values[ref] = {**(target.outputs or {}), **secrets}
+
+        class NotOurs(interpolation.PlaceholderError):
+            pass
+
+        def resolve(parts: tuple[str, ...]):
+            if parts[0] != "resources":
+                raise NotOurs("left for the specs service")
+            return interpolation.lookup(values, parts[1:])
+
+        problems: list = []  # collected, so the other placeholders stay as written
+        resolved = interpolation.substitute_tree(params, resolve, problems)
+        real = [p for p in problems if not isinstance(p, NotOurs)]
+        if real:
+            raise FailedPrecondition(
+                f"the params of resources/{row.id} cannot be resolved: {real[0].message}",
+                reason="INVALID_RESOURCE_PARAMS",
+            )
+        return resolved
+
     async def _answer(self, rid: str) -> resources_pb2.Resource:
         session = db.session()
         row = (await session.execute(select(models.resources).where(models.resources.c.id == rid))).one()
@@ -380,6 +492,7 @@ class ResourcesServicer(resources_pb2_grpc.ResourcesServiceServicer):
     async def ClaimResources(self, request, context):
         if not request.application or not request.environment or not request.workload:
             raise InvalidArgument("application, environment and workload are required")
+        env_type, team = _owner_fields(request)
         session = db.session()
         table, claims = models.resources, models.resource_claims
         out_ids = []
@@ -424,14 +537,20 @@ class ResourcesServicer(resources_pb2_grpc.ResourcesServiceServicer):
                         )
                     instance = other
                 if instance is not None:
-                    await session.execute(update(table).where(table.c.id == instance.id).values(params=params))
+                    shared_values: dict[str, Any] = {"params": params, "environment_type": env_type}
+                    if instance.application == request.application:
+                        # Only the application that claimed it first decides its team (one that
+                        # was claimed by a team since); other applications' claims never do.
+                        shared_values["team"] = team
+                    await session.execute(update(table).where(table.c.id == instance.id).values(**shared_values))
                     rid = instance.id
                 else:
                     rid = uuid.uuid4().hex
                     await session.execute(
                         table.insert().values(
                             id=rid, application=request.application, environment=request.environment,
-                            workload=request.workload, ref=claim.ref, state=STATE_REQUESTED, shared_key=key, **values,
+                            workload=request.workload, ref=claim.ref, state=STATE_REQUESTED, shared_key=key,
+                            environment_type=env_type, team=team, **values,
                         )
                     )
                     await lifecycle.record(session, rid, "", STATE_REQUESTED, reason=f"claimed by {request.application}/{request.workload} as {claim.ref}", actor=_actor())
@@ -445,13 +564,16 @@ class ResourcesServicer(resources_pb2_grpc.ResourcesServiceServicer):
                     existing = (await session.execute(select(table).where(owner_key & table.c.shared_key.is_(None)))).one_or_none()
                 if existing is not None:
                     rid = existing.id
-                    await session.execute(update(table).where(table.c.id == rid).values(**values))
+                    await session.execute(
+                        update(table).where(table.c.id == rid).values(environment_type=env_type, team=team, **values)
+                    )
                 else:
                     rid = uuid.uuid4().hex
                     await session.execute(
                         table.insert().values(
                             id=rid, application=request.application, environment=request.environment,
-                            workload=request.workload, ref=claim.ref, state=STATE_REQUESTED, **values,
+                            workload=request.workload, ref=claim.ref, state=STATE_REQUESTED,
+                            environment_type=env_type, team=team, **values,
                         )
                     )
                     await lifecycle.record(session, rid, "", STATE_REQUESTED, reason=f"claimed by {request.application}/{request.workload} as {claim.ref}", actor=_actor())
@@ -468,8 +590,42 @@ class ResourcesServicer(resources_pb2_grpc.ResourcesServiceServicer):
             elif claimed != rid:
                 await session.execute(update(claims).where(claim_key).values(resource_id=rid))
             out_ids.append(rid)
+        dropped = await self._dropped_claims(session, request, out_ids)
         rows = {r.id: r for r in (await session.execute(select(table).where(table.c.id.in_(out_ids)))).all()}
-        return resources_pb2.ClaimResourcesResponse(resources=await _protos(session, [rows[i] for i in out_ids]))
+        return resources_pb2.ClaimResourcesResponse(resources=await _protos(session, [rows[i] for i in out_ids]),
+                                                    dropped=dropped)
+
+    async def _dropped_claims(self, session, request, claimed_ids: list[str]) -> list[resources_pb2.Resource]:
+        """The workload's claims whose ref the request no longer contains, as their instances with
+        ``claim.ref`` the dropped ref (sorted by ref). They are kept: the deploy run releases them
+        after committing the new version (DeprovisionResource with application and workload), so a
+        failed deployment leaves what the running version uses alone. A dropped ref whose instance
+        the request still claims under another ref is no release (the workload keeps the
+        instance): only that stale claim row goes."""
+        claims = models.resource_claims
+        workload_key = (
+            (claims.c.application == request.application)
+            & (claims.c.environment == request.environment)
+            & (claims.c.workload == request.workload)
+        )
+        wanted = {claim.ref for claim in request.claims}
+        held = (await session.execute(select(claims).where(workload_key).order_by(claims.c.ref))).all()
+        gone = [c for c in held if c.ref not in wanted]
+        renamed = [c.ref for c in gone if c.resource_id in claimed_ids]
+        if renamed:
+            await session.execute(claims.delete().where(workload_key & claims.c.ref.in_(renamed)))
+        gone = [c for c in gone if c.resource_id not in claimed_ids]
+        if not gone:
+            return []
+        table = models.resources
+        rows = {r.id: r for r in (await session.execute(
+            select(table).where(table.c.id.in_({c.resource_id for c in gone})))).all()}
+        gone = [c for c in gone if c.resource_id in rows]  # instance rows are never deleted; be safe
+        out = []
+        for claim, proto in zip(gone, await _protos(session, [rows[c.resource_id] for c in gone])):
+            proto.claim.ref = claim.ref  # this workload's name for it (a shared one's row has its first claimer's)
+            out.append(proto)
+        return out
 
     async def ListResources(self, request, context):
         table = models.resources
@@ -512,7 +668,12 @@ class ResourcesServicer(resources_pb2_grpc.ResourcesServiceServicer):
                 if row.state not in lifecycle.PROVISIONED:  # a running resource stays as it is
                     await self._fail(rid, exc.message)
                 raise
-            applied = _applied_hash(provisioner, row)
+            try:
+                applied = _applied_hash(provisioner, row, await self._resolved_params(row, reveal=False))
+            except InnominatusError as exc:
+                if row.state not in lifecycle.PROVISIONED:
+                    await self._fail(rid, exc.message)
+                raise
             if row.state == lifecycle.ACTIVE and row.applied_hash == applied and not request.force:
                 return resources_pb2.ProvisionResourceResponse(resource=await self._answer(rid), provisioned=False)
 
@@ -523,11 +684,21 @@ class ResourcesServicer(resources_pb2_grpc.ResourcesServiceServicer):
                 previous_secrets = await self._secrets(row) or None
             except Exception:  # noqa: BLE001 - without them the driver rotates the password
                 previous_secrets = None
+            try:
+                params = await self._resolved_params(row, reveal=True)
+            except InnominatusError as exc:
+                await self._fail(rid, exc.message)
+                raise
+            except Exception as exc:  # noqa: BLE001 - the secret store; never echo its text
+                reason = f"reading the outputs resources/{rid} depends on failed: {_store_error(exc)}"
+                await self._fail(rid, reason)
+                raise Unavailable(reason, reason="SECRET_STORE_UNAVAILABLE", metadata={"retryable": "true"}) from None
             ctx = self._context(
                 row,
                 previous_state=dict(row.driver_state or {}) or None,
                 previous_secrets=previous_secrets,
                 idempotency_key=request.idempotency_key,
+                params=params,
             )
             try:
                 result = await provisioner.provision(ctx)
@@ -573,27 +744,105 @@ class ResourcesServicer(resources_pb2_grpc.ResourcesServiceServicer):
             log.info("resource.provisioned", resource=rid, definition=provisioner.ref, outputs=sorted(outputs), secrets=sorted(refs))
         return resources_pb2.ProvisionResourceResponse(resource=await self._answer(rid), provisioned=True)
 
+    async def _release_claims(self, rid: str, application: str, workload: str = "") -> tuple[Any, list[str], list[str]]:
+        """Delete ``application``'s claims on the instance (every workload of it, or only
+        ``workload``'s) and note it in the instance's history; returns (row, released, remaining)
+        with "<app>/<workload>" lists.
+
+        Committed in its own transaction while the caller holds the instance lock, not in the
+        RPC's: the instance lock is released before the RPC's transaction commits, so two
+        applications releasing at once would each still see the other's claim and the instance
+        would be left with no claimer. The row lock makes a concurrent ClaimResources (which
+        updates the row of a shared instance before adding its claim) wait or be counted.
+        """
+        claims = models.resource_claims
+        async with self.runtime.db.transaction() as session:
+            row = await lifecycle.load_for_update(session, rid)
+            held = (await _claims_of(session, [rid]))[rid]
+
+            def ours(c) -> bool:
+                return c.application == application and (not workload or c.workload == workload)
+
+            released = sorted({f"{c.application}/{c.workload}" for c in held if ours(c)})
+            remaining = sorted({f"{c.application}/{c.workload}" for c in held if not ours(c)})
+            if released:
+                which = (claims.c.resource_id == rid) & (claims.c.application == application)
+                if workload:
+                    which = which & (claims.c.workload == workload)
+                await session.execute(claims.delete().where(which))
+                # The lifecycle table has no "note" transition; a row from the current state to
+                # itself records the release in the history without changing the instance.
+                left = f"still claimed by {', '.join(remaining)}" if remaining else "no claims remain"
+                await lifecycle.record(
+                    session, rid, row.state, row.state,
+                    reason=f"claim released by {', '.join(released)}; {left}", actor=_actor(),
+                )
+        return row, released, remaining
+
+    async def _deprovision_answer(self, rid: str, *, released: bool = False) -> resources_pb2.DeprovisionResourceResponse:
+        session = db.session()
+        row = (await session.execute(select(models.resources).where(models.resources.c.id == rid))).one()
+        claims = (await _claims_of(session, [rid]))[rid]
+        history = await lifecycle.history(session, [rid])
+        return resources_pb2.DeprovisionResourceResponse(
+            resource=_to_proto(row, claims, history.get(rid)),
+            released=released,
+            remaining_claims=sorted({f"{c.application}/{c.workload}" for c in claims}),
+        )
+
     async def DeprovisionResource(self, request, context):
         from innominatus.resources.drivers import ProvisionError  # noqa: PLC0415
 
         rid = _resource_id(request.name)
+        application = request.application.strip().removeprefix("applications/")
+        if request.application and (not application or "/" in application or len(application) > 128):
+            raise InvalidArgument(
+                f"application {request.application!r} is not an application name: give the bare name or "
+                "applications/{name}, or leave it empty to release no claim",
+                reason="INVALID_APPLICATION",
+                violations=[FieldViolation("application", "e.g. shop or applications/shop")],
+            )
+        workload = request.workload.strip()
+        if request.workload and (not workload or "/" in workload or len(workload) > 128):
+            raise InvalidArgument(
+                f"workload {request.workload!r} is not a workload name: give the bare name (e.g. api), or "
+                "leave it empty to release every workload of the application",
+                reason="INVALID_WORKLOAD",
+                violations=[FieldViolation("workload", "e.g. api")],
+            )
+        if workload and not application:
+            raise InvalidArgument(
+                f"workload {workload!r} needs application: a workload's claims are released per application "
+                "(give application too, e.g. shop)",
+                reason="INVALID_WORKLOAD",
+                violations=[FieldViolation("application", "the application of the workload, e.g. shop")],
+            )
         async with self._instance_lock(rid):
             row = await self._row(rid)
+            if application:
+                row, released, remaining = await self._release_claims(rid, application, workload)
+                if released:
+                    log.info("resource.claim_released", resource=rid, application=application,
+                             workload=workload or None, claims=released, remaining=len(remaining))
+                if row.state != lifecycle.DELETED and remaining and not request.force:
+                    # Others still use it: the instance stays exactly as it is.
+                    return await self._deprovision_answer(rid, released=True)
             if row.state == lifecycle.DELETED:
-                return resources_pb2.DeprovisionResourceResponse(resource=await self._answer(rid))
-            if row.shared_key and not request.force:
+                return await self._deprovision_answer(rid)
+            if row.shared_key and not request.force and not application:
                 async with self.runtime.db.transaction() as session:
                     users = (await _claims_of(session, [rid]))[rid]
                 workloads = sorted({f"{c.application}/{c.workload}" for c in users})
                 if len(workloads) > 1:
                     raise FailedPrecondition(
                         f"shared resource resources/{rid} ({row.shared_key}) is still claimed by {', '.join(workloads)}; "
-                        "remove the other claims first or pass force",
+                        "pass application to release only that application's claims, remove the other claims "
+                        "first, or pass force",
                         reason="RESOURCE_STILL_CLAIMED",
                     )
             if row.state == lifecycle.REQUESTED:  # nothing was ever made
                 await self._move(rid, lifecycle.DELETED, reason="deleted before it was provisioned")
-                return resources_pb2.DeprovisionResourceResponse(resource=await self._answer(rid))
+                return await self._deprovision_answer(rid)
             if row.state in (lifecycle.PROVISIONING, lifecycle.UPDATING):
                 # Under the instance lock nobody else is provisioning it: an attempt died.
                 await self._fail(rid, f"the {row.state.lower()} attempt was interrupted; deprovisioning instead")
@@ -627,52 +876,26 @@ class ResourcesServicer(resources_pb2_grpc.ResourcesServiceServicer):
                 values=dict(outputs={}, secret_refs={}, driver_state={}, applied_hash=""),
             )
             log.info("resource.deprovisioned", resource=rid, definition=provisioner.ref)
-        return resources_pb2.DeprovisionResourceResponse(resource=await self._answer(rid))
+        return await self._deprovision_answer(rid)
 
     async def CheckResource(self, request, context):
-        from innominatus.resources.drivers import ProvisionError  # noqa: PLC0415
+        # The same check and transitions as the health monitor (innominatus.resources.monitor):
+        # both run innominatus.resources.health.check_instance.
+        from innominatus.resources import health  # noqa: PLC0415
 
         rid = _resource_id(request.name)
         session = db.session()
         row = (await session.execute(select(models.resources).where(models.resources.c.id == rid))).one_or_none()
         if row is None:
             raise NotFound(f"resource 'resources/{rid}' not found", reason="RESOURCE_NOT_FOUND")
-        if row.state not in (lifecycle.ACTIVE, lifecycle.DEGRADED):
+        if row.state not in health.CHECKED_STATES:
             raise FailedPrecondition(
                 f"resources/{rid} is {row.state}: only ACTIVE or DEGRADED resources are checked",
                 reason="RESOURCE_NOT_PROVISIONED",
             )
-        provisioner = await self._provisioner(row)
-        ctx = self._context(row)
-        state = dict(row.driver_state or {})
-        try:
-            secrets = await self._secrets(row)
-        except Exception as exc:  # noqa: BLE001
-            secrets = {}
-            log.warning("resource.check_secrets_unavailable", resource=rid, error_type=type(exc).__name__)
-        health = await provisioner.health(ctx, state, secrets)
-        drifted, drift_reason = False, ""
-        try:
-            drift = await provisioner.drift(ctx, state)
-            drifted, drift_reason = not drift.ok, drift.reason
-        except ProvisionError as exc:  # unknown is not drifted; the health check reports reachability
-            drift_reason = f"drift unknown: {exc.message}"
-        problems = [r for r in ((drift_reason if drifted else ""), ("" if health.ok else health.reason)) if r]
-        reason = "; ".join(problems) if problems else (health.reason or "healthy")
-        if problems:
-            if row.state == lifecycle.ACTIVE:
-                await lifecycle.transition(session, rid, lifecycle.DEGRADED, reason=reason, actor=_actor())
-            elif row.state_reason != reason:
-                await session.execute(
-                    update(models.resources).where(models.resources.c.id == rid).values(state_reason=reason[: lifecycle.REASON_LIMIT])
-                )
-        elif row.state == lifecycle.DEGRADED:
-            await lifecycle.transition(session, rid, lifecycle.ACTIVE, reason=f"healthy again: {reason}", actor=_actor())
-        log.info("resource.checked", resource=rid, healthy=health.ok, drifted=drifted)
-        if drift_reason and not drifted:
-            reason = f"{reason}; {drift_reason}"
+        checked = await health.check_instance(self, row, actor=_actor(), trigger="api", session=session)
         return resources_pb2.CheckResourceResponse(
-            resource=await self._answer(rid), healthy=health.ok, drifted=drifted, reason=reason
+            resource=await self._answer(rid), healthy=checked.healthy, drifted=checked.drifted, reason=checked.reason
         )
 
     async def RevealResourceSecrets(self, request, context):
@@ -692,18 +915,66 @@ class ResourcesServicer(resources_pb2_grpc.ResourcesServiceServicer):
         return resources_pb2.RevealResourceSecretsResponse(secrets=values)
 
 
+async def owner_facts(request) -> dict:
+    """``input.facts`` of RevealResourceSecrets and CheckResource: who owns the instance, so the
+    policy can let a team's developers at their own resources (policies/innominatus/authz.rego).
+
+    ``{"resource": {"name": "resources/<id>", "team": "payments" ("" = no team), "application":
+    "checkout" (its first claimer's, for a shared one), "environment": "dev", "shared": false}}``.
+    A malformed name or a missing instance is refused here, before the policy, as the handler
+    would (every signed-in user may read resources, so NOT_FOUND tells nothing new)."""
+    rid = _resource_id(request.name)
+    table = models.resources
+    row = (
+        await db.session().execute(
+            select(table.c.application, table.c.environment, table.c.team, table.c.shared_key).where(table.c.id == rid)
+        )
+    ).one_or_none()
+    if row is None:
+        raise NotFound(f"resource 'resources/{rid}' not found", reason="RESOURCE_NOT_FOUND")
+    return {
+        "resource": {
+            "name": f"resources/{rid}",
+            "team": row.team or "",
+            "application": row.application,
+            "environment": row.environment,
+            "shared": bool(row.shared_key),
+        }
+    }
+
+
 def definition() -> ServiceDefinition:
     # Resource definitions (admin-managed; innominatus.resources.definitions_service) are served
     # by the same process.
+    from innominatus.resources import monitor  # noqa: PLC0415
     from innominatus.resources.definitions_service import definitions_descriptor, register_definitions  # noqa: PLC0415
 
+    # Read now: a bad INNOMINATUS_RESOURCES_HEALTH_INTERVAL stops the start before anything listens.
+    health_settings = monitor.settings_from_env()
+
     def register(server, runtime: Runtime) -> None:
-        resources_pb2_grpc.add_ResourcesServiceServicer_to_server(ResourcesServicer(runtime), server)
+        servicer = ResourcesServicer(runtime)
+        runtime.state["resources.servicer"] = servicer
+        resources_pb2_grpc.add_ResourcesServiceServicer_to_server(servicer, server)
+        # Which team owns the instance: the policy grants a team's developers reveal of its own
+        # resources' secrets (and could grant checks) on it.
+        service = resources_pb2.DESCRIPTOR.services_by_name["ResourcesService"].full_name
+        runtime.register_policy_facts(f"/{service}/RevealResourceSecrets", owner_facts)
+        runtime.register_policy_facts(f"/{service}/CheckResource", owner_facts)
         register_definitions(server, runtime)
+
+    async def on_start(runtime: Runtime) -> None:
+        # Periodic health checks and drift detection of every ACTIVE / DEGRADED instance.
+        monitor.start(runtime, runtime.state["resources.servicer"], health_settings)
+
+    async def on_stop(runtime: Runtime) -> None:
+        await monitor.stop(runtime)
 
     return ServiceDefinition(
         name="resources",
         descriptors=[resources_pb2.DESCRIPTOR.services_by_name["ResourcesService"], definitions_descriptor()],
         register=register,
         outbox_table=models.outbox,
+        on_start=on_start,
+        on_stop=on_stop,
     )

@@ -20,7 +20,7 @@ from fractions import Fraction
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, Iterable, Iterator
 
-from innominatus.kit.interpolation import MissingKey, PlaceholderError, find_placeholders, lookup
+from innominatus.kit.interpolation import MissingKey, PlaceholderError, find_placeholders, lookup, strings_in
 from innominatus.specs.findings import ERROR, INFO, WARNING, Finding
 
 Locate = Callable[[tuple], tuple[int, int]]
@@ -211,16 +211,8 @@ class ResourceCycleError(ValueError):
         super().__init__(f"resource dependency cycle: {cycle_text(cycle)}")
 
 
-def _strings(value: Any, path: tuple) -> Iterator[tuple[tuple, str]]:
-    """Every string inside nested dicts and lists with its path (keys are never substituted)."""
-    if isinstance(value, str):
-        yield path, value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _strings(item, (*path, key))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from _strings(item, (*path, i))
+# Every string inside nested dicts and lists with its path (one walker for the platform).
+_strings = strings_in
 
 
 def resource_dependencies(document: dict) -> dict[str, set[str]]:

@@ -1,6 +1,6 @@
 """Tables of the specs service (schema ``specs`` on PostgreSQL)."""
 
-from sqlalchemy import JSON, Column, DateTime, Integer, MetaData, String, Table, Text, UniqueConstraint, func
+from sqlalchemy import JSON, Boolean, Column, DateTime, Integer, MetaData, String, Table, Text, UniqueConstraint, false, func
 
 from innominatus.kit.outbox import outbox_table
 
@@ -51,6 +51,23 @@ environments = Table(
     metadata,
     Column("name", String(128), primary_key=True),
     Column("type", String(32), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # Whether a deployment here waits at an approval gate and who decides it (entries in the
+    # engine's approver form: role:<r>, user:<u>, team:<t>); see docs/deployments.md.
+    Column("requires_approval", Boolean, nullable=False, server_default=false()),
+    Column("approvers", JSON, nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=True),
+)
+
+# Applications and the team that owns each ("" = no team: deployed by a user in no team, or
+# before applications had owners). Written by the first CreateDeployment of an application; the
+# team is kept for good (see docs/deployments.md). Team quotas count per team from here.
+applications = Table(
+    "applications",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("team", String(128), nullable=False, server_default="", index=True),
+    Column("created_by", String(128), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 

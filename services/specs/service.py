@@ -27,8 +27,8 @@ from sqlalchemy.exc import IntegrityError
 from innominatus.engine.v1 import engine_pb2, engine_pb2_grpc
 from innominatus.kit import context as reqctx
 from innominatus.kit import db
-from innominatus.kit.errors import (AlreadyExists, FailedPrecondition, FieldViolation, InvalidArgument, NotFound,
-                                    Unavailable, from_rpc_error)
+from innominatus.kit.errors import (AlreadyExists, FailedPrecondition, FieldViolation, InnominatusError,
+                                    Internal, InvalidArgument, NotFound, Unavailable, from_rpc_error)
 from innominatus.kit.logs import get_logger
 from innominatus.kit.names import check_name
 from innominatus.kit.pagination import page_size
@@ -37,7 +37,8 @@ from innominatus.kit import times
 from innominatus.kit.secretrefs import is_secret_ref
 from innominatus.resources.v1 import resources_pb2, resources_pb2_grpc
 from innominatus.specs import diff as specdiff
-from innominatus.specs import gitops, models
+from innominatus.specs import gitops, models, teams
+from innominatus.specs.environments import approval_of, check_approval, default_approval, etag_of
 from innominatus.specs.checks import resource_dependencies
 from innominatus.specs.deployment_sets import DeploymentSetError, build_set, diff_sets
 from innominatus.specs.render import RenderError, render_workload
@@ -60,6 +61,8 @@ ENVIRONMENT_TYPE_ENUM = {name: value for value, name in ENVIRONMENT_TYPES.items(
 # Names of environments a deployment never creates implicitly (as "development"): an admin
 # creates them first with their type.
 PRODUCTION_NAMES = frozenset({"production", "prod"})
+# The golden path DeleteApplication starts (the engine's catalog; its latest version).
+UNDEPLOY_PATH = "undeploy-app"
 
 
 def _finding_proto(f: Finding) -> specs_pb2.Finding:
@@ -90,9 +93,23 @@ def _deployment_proto(row) -> specs_pb2.Deployment:
 
 
 def _environment_proto(row) -> specs_pb2.Environment:
-    e = specs_pb2.Environment(name=row.name, type=ENVIRONMENT_TYPE_ENUM.get(row.type, 0))
+    approval = approval_of(row)
+    e = specs_pb2.Environment(name=row.name, type=ENVIRONMENT_TYPE_ENUM.get(row.type, 0),
+                              requires_approval=approval.required, approvers=list(approval.approvers),
+                              etag=etag_of(row))
     times.set_time(e.create_time, row.created_at)
+    if row.updated_at is not None:
+        times.set_time(e.update_time, row.updated_at)
     return e
+
+
+class EtagMismatch(InnominatusError):
+    code = grpc.StatusCode.ABORTED
+    default_reason = "ETAG_MISMATCH"
+
+
+# Fields of an Environment UpdateEnvironment may change (update_mask paths, snake_case).
+ENVIRONMENT_UPDATABLE = ("requires_approval", "approvers")
 
 
 class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
@@ -119,11 +136,19 @@ class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
             raise InvalidArgument(
                 "environment.type is required: ENVIRONMENT_TYPE_DEVELOPMENT, _STAGING or _PRODUCTION",
                 violations=[FieldViolation("environment.type", "choose development, staging or production")])
+        # Unset settings take the type's defaults: production approval by platform engineers and
+        # admins; no approval elsewhere (a staging environment may opt in).
+        defaults = default_approval(kind)
+        required = env.requires_approval if env.HasField("requires_approval") else defaults.required
+        approvers = list(env.approvers) or (list(defaults.approvers) if required else [])
+        approval = check_approval(required, approvers)
         session = db.session()
         table = models.environments
         try:
             async with session.begin_nested():
-                await session.execute(table.insert().values(name=name, type=kind, created_at=times.now()))
+                await session.execute(table.insert().values(
+                    name=name, type=kind, created_at=times.now(), requires_approval=approval.required,
+                    approvers=list(approval.approvers)))
         except IntegrityError:
             raise AlreadyExists(f"environment {name!r} already exists", reason="ENVIRONMENT_ALREADY_EXISTS",
                                 metadata={"environment": name}) from None
@@ -134,6 +159,66 @@ class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
         table = models.environments
         rows = (await db.session().execute(select(table).order_by(table.c.name))).all()
         return specs_pb2.ListEnvironmentsResponse(environments=[_environment_proto(r) for r in rows])
+
+    async def _environment_row(self, session, name: str, field: str, lock: bool = False):
+        """The row of environment ``name`` ("environments/{name}" or bare), else NOT_FOUND;
+        ``lock``: held until the transaction ends (PostgreSQL; SQLite has one writer anyway)."""
+        bare = name.removeprefix("environments/")
+        if not bare:
+            raise InvalidArgument(f"{field} is required (e.g. environments/production)",
+                                  violations=[FieldViolation(field, "name the environment")])
+        check_name(bare, field)
+        table = models.environments
+        query = select(table).where(table.c.name == bare)
+        row = (await session.execute(query.with_for_update() if lock else query)).one_or_none()
+        if row is None:
+            raise NotFound(f"environment {bare!r} does not exist (innominatus envs list shows the environments)",
+                           reason="ENVIRONMENT_NOT_FOUND", metadata={"environment": bare})
+        return row
+
+    async def GetEnvironment(self, request, context):
+        row = await self._environment_row(db.session(), request.name, "name")
+        return specs_pb2.GetEnvironmentResponse(environment=_environment_proto(row))
+
+    async def UpdateEnvironment(self, request, context):
+        env = request.environment
+        paths = list(request.update_mask.paths)
+        if not paths:
+            raise InvalidArgument(
+                "update_mask is required: name the fields to change (requires_approval, approvers)",
+                violations=[FieldViolation("update_mask", "list requires_approval and/or approvers")])
+        if "*" in paths:
+            paths = list(ENVIRONMENT_UPDATABLE)
+        # The gateway passes camelCase JSON names through as given; accept both spellings.
+        paths = [{"requiresApproval": "requires_approval"}.get(p, p) for p in paths]
+        unknown = [p for p in paths if p not in ENVIRONMENT_UPDATABLE]
+        if unknown:
+            raise InvalidArgument(
+                f"update_mask names {', '.join(repr(p) for p in unknown)}, which UpdateEnvironment cannot change: "
+                f"only {', '.join(ENVIRONMENT_UPDATABLE)} (an environment's name and type are fixed; "
+                "create another environment instead)",
+                violations=[FieldViolation("update_mask", f"{p!r} cannot be changed") for p in unknown])
+        session = db.session()
+        table = models.environments
+        # Locked so two concurrent updates cannot both pass the etag check.
+        row = await self._environment_row(session, env.name, "environment.name", lock=True)
+        if env.etag and env.etag != etag_of(row):
+            current = etag_of(row)
+            raise EtagMismatch(
+                f"environment {row.name!r} changed: etag {env.etag} is not the current {current} "
+                "(get it again, re-apply your change, and send the new etag)",
+                metadata={"current_etag": current, "environment": row.name})
+        current = approval_of(row)
+        required = env.requires_approval if "requires_approval" in paths else current.required
+        approvers = list(env.approvers) if "approvers" in paths else list(current.approvers)
+        approval = check_approval(required, approvers)
+        # Only this row's settings change: runs already started keep the gate in their
+        # definition snapshot; the next deployment's run is built from these.
+        await session.execute(
+            table.update().where(table.c.name == row.name)
+            .values(requires_approval=approval.required, approvers=list(approval.approvers), updated_at=times.now()))
+        row = (await session.execute(select(table).where(table.c.name == row.name))).one()
+        return specs_pb2.UpdateEnvironmentResponse(environment=_environment_proto(row))
 
     async def _environment_type(self, session, name: str) -> str:
         """The type of environment ``name``; an unknown one is created as "development", except
@@ -149,7 +234,8 @@ class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
                 reason="ENVIRONMENT_NOT_FOUND", metadata={"environment": name})
         try:
             async with session.begin_nested():
-                await session.execute(table.insert().values(name=name, type="development", created_at=times.now()))
+                await session.execute(table.insert().values(name=name, type="development", created_at=times.now(),
+                                                        requires_approval=False, approvers=[]))
         except IntegrityError:  # created at the same moment by another request
             row = (await session.execute(select(table.c.type).where(table.c.name == name))).one()
             return row.type
@@ -190,13 +276,19 @@ class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
             ).one_or_none()
             if existing is not None:
                 run = await self._get_run(existing.run)
-                return specs_pb2.CreateDeploymentResponse(deployment=_deployment_proto(existing), run=run)
+                owner = await teams.owner(session, existing.application)
+                return specs_pb2.CreateDeploymentResponse(deployment=_deployment_proto(existing), run=run,
+                                                          team=f"teams/{owner.team}" if owner and owner.team else "")
+        # The owning team (the policy already saw it in input.facts: membership and quotas).
+        team, owner = await teams.resolve_team(session, application, request.team)
+        await teams.record_owner(session, application, team, owner, creator)
 
         environment_type = await self._environment_type(session, request.environment)
         version = await self._store_version(session, result.workload, request.score_yaml, creator)
         deployment_id = uuid.uuid4().hex
         claimed, started = await self._claim_and_start(application, request.environment, result.workload,
-                                                       result.document, version, deployment_id, environment_type)
+                                                       result.document, version, deployment_id, environment_type,
+                                                       team)
         content_hash = hashlib.sha256(request.score_yaml.encode()).hexdigest()
         await session.execute(
             deployments.insert().values(
@@ -211,11 +303,23 @@ class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
             deployment=_deployment_proto(row),
             run=started.run,
             findings=[_finding_proto(f) for f in result.findings],
+            team=f"teams/{team}" if team else "",
         )
 
+    async def _approval_inputs(self, environment: str) -> dict:
+        """The approval settings a deploy run of ``environment`` is built with (its row exists:
+        the deployment looked it up or created it in this transaction)."""
+        table = models.environments
+        row = (await db.session().execute(select(table).where(table.c.name == environment))).one()
+        return approval_of(row).as_inputs()
+
     async def _claim_and_start(self, application: str, environment: str, workload: str, document: dict,
-                               version: int, deployment_id: str, environment_type: str):
-        """Claim the workload's resources and start the deploy run of a deployment (as the user)."""
+                               version: int, deployment_id: str, environment_type: str, team: str):
+        """Claim the workload's resources and start the deploy run of a deployment (as the user).
+
+        ``team``: the bare name of the team owning the application ("" = none). The resources
+        service matches resource definitions on it and on ``environment_type``, and records the
+        team as the owner of the instances (who may reveal their secrets)."""
         claims = [
             resources_pb2.ResourceClaim(ref=ref, type=spec.get("type", ""), id=spec.get("id", ""),
                                         params=_struct(spec.get("params") or {}), **{"class": spec.get("class", "")})
@@ -226,14 +330,21 @@ class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
         try:
             claimed = await resources.ClaimResources(
                 resources_pb2.ClaimResourcesRequest(
-                    application=application, environment=environment, workload=workload, claims=claims
+                    application=application, environment=environment, workload=workload, claims=claims,
+                    environment_type=environment_type, team=f"teams/{team}" if team else "",
                 ),
                 timeout=DOWNSTREAM_TIMEOUT,
             )
             # Which claim is which instance, and whose outputs its params use: the engine
             # provisions them in that order (independent ones in parallel).
             dependencies = resource_dependencies(document)
-            by_ref = {r.claim.ref: r.name for r in claimed.resources}
+            # ClaimResources answers in request order. Pair by position, not by the answer's
+            # `claim.ref`: a shared instance carries its first claimer's ref, which another
+            # workload may call by a different name.
+            if len(claimed.resources) != len(claims):
+                raise Internal(f"the resources service answered {len(claimed.resources)} resources for "
+                               f"{len(claims)} claims")
+            by_ref = {c.ref: r.name for c, r in zip(claims, claimed.resources)}
             inputs = _struct(
                 {
                     "workload": workload,
@@ -245,9 +356,14 @@ class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
                          "depends_on": sorted(d for d in dependencies.get(c.ref, ()) if d != c.ref)}
                         for c in claims if c.ref in by_ref
                     ],
+                    # The workload's claims this version no longer declares: the run releases
+                    # them (release-<ref> steps) once the new version is committed, not before.
+                    "dropped": [{"ref": r.claim.ref, "resource": r.name} for r in claimed.dropped],
                     "deployment": f"deployments/{deployment_id}",
-                    # "production": the deploy workflow waits for an approval before provisioning.
                     "environment_type": environment_type,
+                    # The environment's approval settings: when required, the deploy workflow waits
+                    # at an `approve` step these approvers decide before provisioning anything.
+                    "approval": await self._approval_inputs(environment),
                     "application": application,
                     "environment": environment,
                     "requested_by": reqctx.current().subject.actor,
@@ -338,12 +454,15 @@ class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
             except gitops.GitOpsError as exc:
                 log.warning("previous deployment set unreadable", error=str(exc))
         reason = f"{request.name} ({row.run})"
+        deployment_set = None
         if row.rollback_of:
             # A rollback commits the earlier deployment's set again (its content and hash), with
-            # the set being replaced as parent, instead of rendering anew.
+            # the set being replaced as parent, instead of rendering anew -- unless the workload's
+            # resources were provisioned anew since (None): then it is rendered as usual.
             deployment_set, reason = await self._rollback_set(session, row, repository, reason,
-                                                              previous.set_hash if previous is not None else "")
-        else:
+                                                              previous.set_hash if previous is not None else "",
+                                                              resources)
+        if deployment_set is None:
             try:
                 deployment_set = build_set(row.application, row.environment, workloads, resources,
                                            created_by=row.creator, reason=reason,
@@ -368,7 +487,12 @@ class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
         response.workload.update(json.loads(json.dumps(rendered, default=str)))
         return response
 
-    async def _rollback_set(self, session, row, repository: str, reason: str, parent: str):
+    async def _rollback_set(self, session, row, repository: str, reason: str, parent: str, provisioned: dict):
+        """The set a rollback commits and the commit's reason: the earlier set again, or None
+        (and the reason to render anew with) when ``provisioned`` -- this run's outputs of the
+        workload's resources -- differ from what the earlier set holds: a resource a later
+        version dropped was deprovisioned and is provisioned anew now (new secret versions), and
+        re-committing the earlier set would point the workload at deleted secrets."""
         target = (
             await session.execute(select(models.deployments).where(models.deployments.c.id == row.rollback_of))
         ).one_or_none()
@@ -385,9 +509,83 @@ class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
                f"commit {target.gitops_commit[:12]}) by {row.creator}")
         if (row.reason or "").strip():
             why += f": {row.reason.strip()}"
+        held = earlier.thaw()["resources"]
+        changed = sorted(key for key, entry in provisioned.items()
+                         if key not in held
+                         or any(_plain(held[key].get(part) or {}) != _plain(entry.get(part) or {})
+                                for part in ("outputs", "secret_refs")))
+        if changed:
+            return None, f"{why} (rendered anew: {', '.join(changed)} provisioned anew since)"
         return earlier.redeployed(created_by=row.creator, reason=why, parent=parent), why
 
-    # -- deleting an application from an environment (the undeploy workflow) ----------------
+    # -- deleting an application from an environment (the undeploy-app golden path) ---------
+
+    async def _undeploy_plan(self, session, name: str, environment: str) -> specs_pb2.PlanUndeployResponse:
+        """What removing application ``name`` from ``environment`` takes: the resources of each of
+        its workloads' latest deployment there and, when that one was never committed (it failed
+        or was rejected), of its latest committed one -- the version still running, whose claims a
+        failed deployment keeps (a resource once, whichever deployments name it), each with the
+        refs of the claims whose outputs its params use; the latest deployments; the environment's
+        type. The one computation both DeleteApplication and the engine (PlanUndeploy) use."""
+        deployments = models.deployments
+        rows = (
+            await session.execute(
+                select(deployments)
+                .where((deployments.c.application == name) & (deployments.c.environment == environment)
+                       & deployments.c.removed_at.is_(None))
+                .order_by(deployments.c.created_at.desc())
+            )
+        ).all()
+        table = models.environments
+        kind = (await session.execute(select(table.c.type).where(table.c.name == environment))).scalar_one_or_none()
+        plan = specs_pb2.PlanUndeployResponse(deployed=bool(rows),
+                                              environment_type=ENVIRONMENT_TYPE_ENUM.get(kind or "", 0))
+        latest, running = {}, {}
+        for row in rows:  # newest first: each workload's latest (and latest committed) deployment
+            latest.setdefault(row.workload, row)
+            if row.gitops_commit:
+                running.setdefault(row.workload, row)
+        planned = sorted(latest.items())
+        planned += [(w, r) for w, r in sorted(running.items()) if r.id != latest[w].id]
+        claims: dict[str, dict] = {}  # by resource name (a resource shared by workloads once)
+        taken: set[str] = set()  # refs given out: a ref the two versions use for different instances
+        several = len(latest) > 1
+        for workload, row in planned:
+            version = await self._version_row(session, row.workload, row.workload_version)
+            document = _document(version.source)
+            refs = sorted((document.get("resources") or {}))
+            names = list(row.resources or [])
+            if len(refs) != len(names):  # cannot tell which is which: no ordering, still remove all
+                pairs, dependencies = [(f"{workload}.{i}", n) for i, n in enumerate(names)], {}
+            else:
+                pairs, dependencies = list(zip(refs, names)), resource_dependencies(document)
+            by_ref = dict(pairs)
+            for ref, resource in pairs:
+                if resource not in claims:
+                    step_ref = f"{workload}.{ref}" if several else ref
+                    if step_ref in taken:  # the running version's claim of that name is another instance
+                        step_ref = f"{step_ref}.v{row.workload_version}"
+                    taken.add(step_ref)
+                    claims[resource] = {"ref": step_ref, "resource": resource, "depends_on": set()}
+                claim = claims[resource]
+                claim["depends_on"].update(by_ref[d] for d in dependencies.get(ref, ()) if d in by_ref and d != ref)
+        ref_of = {c["resource"]: c["ref"] for c in claims.values()}
+        for c in sorted(claims.values(), key=lambda c: c["ref"]):
+            plan.claims.add(ref=c["ref"], resource=c["resource"],
+                            depends_on=sorted(ref_of[d] for d in c["depends_on"] if d != c["resource"]))
+        plan.deployments.extend(f"deployments/{r.id}" for _w, r in sorted(latest.items()))
+        return plan
+
+    async def PlanUndeploy(self, request, context):
+        name = request.name.removeprefix("applications/")
+        if not _segment_ok(name):
+            raise InvalidArgument(f"name {request.name!r} is not an application name: use applications/{{name}}",
+                                  violations=[FieldViolation("name", "e.g. applications/checkout")])
+        if not request.environment:
+            raise InvalidArgument("environment is required",
+                                  violations=[FieldViolation("environment", "name the environment")])
+        check_name(request.environment, "environment")
+        return await self._undeploy_plan(db.session(), name, request.environment)
 
     async def DeleteApplication(self, request, context):
         name = request.name.removeprefix("applications/")
@@ -400,60 +598,37 @@ class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
                 violations=[FieldViolation("environment", "name the environment to remove the application from")],
             )
         check_name(request.environment, "environment")
-        session = db.session()
-        deployments = models.deployments
-        rows = (
-            await session.execute(
-                select(deployments)
-                .where((deployments.c.application == name) & (deployments.c.environment == request.environment)
-                       & deployments.c.removed_at.is_(None))
-                .order_by(deployments.c.created_at.desc())
-            )
-        ).all()
-        if not rows:
+        # Refused here rather than by an empty run: the golden path plans again (PlanUndeploy)
+        # when it runs, and only what that plan names is deprovisioned.
+        plan = await self._undeploy_plan(db.session(), name, request.environment)
+        if not plan.deployed:
             raise NotFound(f"application {request.name!r} is not deployed to environment {request.environment!r}",
                            reason="APPLICATION_NOT_FOUND",
                            metadata={"application": f"applications/{name}", "environment": request.environment})
-        latest = {}
-        for row in rows:  # newest first: each workload's latest deployment
-            latest.setdefault(row.workload, row)
-        claims: dict[str, dict] = {}  # by resource name (a resource shared by workloads once)
-        several = len(latest) > 1
-        for workload, row in sorted(latest.items()):
-            version = await self._version_row(session, row.workload, row.workload_version)
-            document = _document(version.source)
-            refs = sorted((document.get("resources") or {}))
-            names = list(row.resources or [])
-            if len(refs) != len(names):  # cannot tell which is which: no ordering, still remove all
-                pairs, dependencies = [(f"{workload}.{i}", n) for i, n in enumerate(names)], {}
-            else:
-                pairs, dependencies = list(zip(refs, names)), resource_dependencies(document)
-            by_ref = dict(pairs)
-            for ref, resource in pairs:
-                claim = claims.setdefault(resource, {"ref": f"{workload}.{ref}" if several else ref,
-                                                     "resource": resource, "depends_on": set()})
-                claim["depends_on"].update(by_ref[d] for d in dependencies.get(ref, ()) if d in by_ref and d != ref)
-        ref_of = {c["resource"]: c["ref"] for c in claims.values()}
         creator = reqctx.current().subject.actor
-        inputs = _struct({
-            "requested_by": creator,
-            "deployments": [f"deployments/{r.id}" for r in latest.values()],
-            "claims": [{"ref": c["ref"], "resource": c["resource"],
-                        "depends_on": sorted(ref_of[d] for d in c["depends_on"] if d != c["resource"])}
-                       for c in sorted(claims.values(), key=lambda c: c["ref"])],
-        })
         key = request.request_id or uuid.uuid4().hex
         request_id = "undeploy:" + hashlib.sha256(
             f"{creator}\0{name}\0{request.environment}\0{key}".encode()).hexdigest()[:40]
         engine = self.runtime.peers.stub("engine", engine_pb2_grpc.EngineServiceStub)
         try:
+            # As the user (their token travels with the call): the run's creator, whom the
+            # GitOps commit names, and the policy's "runs.start" decision are theirs.
             started = await engine.StartRun(
-                engine_pb2.StartRunRequest(workflow="undeploy", application=name, environment=request.environment,
-                                           inputs=inputs, request_id=request_id),
+                engine_pb2.StartRunRequest(workflow=UNDEPLOY_PATH, application=name, environment=request.environment,
+                                           inputs=_struct({"app": name, "environment": request.environment}),
+                                           request_id=request_id),
                 timeout=DOWNSTREAM_TIMEOUT,
             )
         except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from None
+            error = from_rpc_error(exc)
+            if error.reason in ("UNKNOWN_WORKFLOW", "WORKFLOW_PARAMS_INVALID"):
+                # The engine's catalog lacks the path, or its latest version takes other params.
+                raise FailedPrecondition(
+                    f"the engine cannot start the {UNDEPLOY_PATH!r} golden path that removes applications: "
+                    f"{error.message}; a platform engineer must ship or publish a version of it that takes the "
+                    "params app and environment (innominatus goldenpaths show undeploy-app)",
+                    reason="UNDEPLOY_PATH_UNAVAILABLE", metadata={"golden_path": UNDEPLOY_PATH}) from None
+            raise error from None
         return specs_pb2.DeleteApplicationResponse(run=started.run)
 
     async def FinalizeUndeploy(self, request, context):
@@ -615,10 +790,11 @@ class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
         await self._committed_set(target)  # FAILED_PRECONDITION when there is no readable set to return to
         version = await self._version_row(session, target.workload, target.workload_version)
         environment_type = await self._environment_type(session, target.environment)
+        owner = await teams.owner(session, target.application)
         deployment_id = uuid.uuid4().hex
         claimed, started = await self._claim_and_start(target.application, target.environment, target.workload,
                                                        _document(version.source), version.version, deployment_id,
-                                                       environment_type)
+                                                       environment_type, owner.team if owner is not None else "")
         await session.execute(
             deployments.insert().values(
                 id=deployment_id, application=target.application, environment=target.environment,
@@ -661,6 +837,7 @@ class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
         return version
 
     async def _application(self, session, name: str) -> specs_pb2.Application | None:
+        owner = await teams.owner(session, name)
         deployments = models.deployments
         rows = (
             await session.execute(
@@ -676,6 +853,7 @@ class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
             environments=sorted({r.environment for r in rows if r.removed_at is None}),
             latest_deployment=_deployment_proto(rows[-1]),
             etag=f'W/"{len(rows)}"',
+            team=f"teams/{owner.team}" if owner is not None and owner.team else "",
         )
         times.set_time(app.create_time, rows[0].created_at)
         times.set_time(app.update_time, rows[-1].created_at)
@@ -924,6 +1102,18 @@ def _decode_page_token(token: str, kind: str) -> dict:
         ) from None
 
 
+def _plain(value):
+    """``value`` with integral floats as ints: outputs that went through a protobuf Struct (every
+    number a double) compare equal to the same outputs read back from a set's JSON."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def _struct(value: dict) -> struct_pb2.Struct:
     s = struct_pb2.Struct()
     s.update(value)
@@ -933,6 +1123,10 @@ def _struct(value: dict) -> struct_pb2.Struct:
 def definition() -> ServiceDefinition:
     def register(server, runtime: Runtime) -> None:
         specs_pb2_grpc.add_SpecsServiceServicer_to_server(SpecsServicer(runtime), server)
+        # Team ownership and quotas: what the policy decides them on (specs/teams.py).
+        service = specs_pb2.DESCRIPTOR.services_by_name["SpecsService"].full_name
+        runtime.register_policy_facts(f"/{service}/CreateDeployment", teams.create_deployment_facts)
+        runtime.register_policy_facts(f"/{service}/RollbackDeployment", teams.rollback_deployment_facts)
 
     return ServiceDefinition(
         name="specs",

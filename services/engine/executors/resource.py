@@ -9,6 +9,10 @@
         action: provision             # provision (default) | deprovision
         force: false                  # provision even when active and unchanged; deprovision a
                                       # shared resource other workloads still claim
+        release: shop                 # deprovision only: release this application's claims;
+                                      # a shared instance others still claim lives on
+        workload: api                 # with release: only this workload's claims (the deploy
+                                      # run's release-<ref> steps: a ref its new version dropped)
       retry: {max_attempts: 5}
 
 The step calls ``ResourcesService.ProvisionResource`` / ``DeprovisionResource`` over mTLS with
@@ -18,7 +22,10 @@ engine's permissions ``resources.provision`` / ``resources.deprovision``.
 
 Outputs: ``{resource, state, provisioned, definition, outputs: {...non-secret...},
 secrets: {name: "secret://..."}}`` -- secret outputs as *references* into the secret store,
-never values; steps that need a value pass the reference on.
+never values; steps that need a value pass the reference on. A deprovision step's outputs say
+what happened instead of ``provisioned``: ``result`` is "released" (only the application's
+claims were released; the instance lives on for ``remaining_claims``, "<app>/<workload>") or
+"deprovisioned", and ``released`` is the same as a boolean.
 
 Failures: the service answers UNAVAILABLE for retryable provisioner errors (server unreachable,
 a lock, the secret store) -> kind "unavailable", retryable; FAILED_PRECONDITION (bad params, no
@@ -116,6 +123,8 @@ class ResourceExecutor:
             "name": {"type": "string"},
             "action": {"type": "string", "enum": list(ACTIONS)},
             "force": {"type": "boolean"},
+            "release": {"type": "string"},
+            "workload": {"type": "string"},
         },
         "additionalProperties": False,
     }
@@ -154,6 +163,18 @@ class ResourceExecutor:
         force = spec.get("force", False)
         if not isinstance(force, bool):
             raise _invalid("resource: `force` must be true or false")
+        release = spec.get("release", "")
+        if not isinstance(release, str) or "/" in release.strip().removeprefix("applications/"):
+            raise _invalid("resource: `release` must be an application name (whose claims a deprovision releases)")
+        release = release.strip()
+        if release and action != "deprovision":
+            raise _invalid("resource: `release` applies to `action: deprovision` only")
+        workload = spec.get("workload", "")
+        if not isinstance(workload, str) or "/" in workload:
+            raise _invalid("resource: `workload` must be a workload name (whose claims a deprovision releases)")
+        workload = workload.strip()
+        if workload and not release:
+            raise _invalid("resource: `workload` needs `release` (the workload's application)")
         if ctx.cancelled.is_set():
             raise StepFailed(f"resource {action} {name}: cancelled before it started", kind="cancelled", retryable=False)
 
@@ -170,9 +191,14 @@ class ResourceExecutor:
                 outputs = _outputs(response.resource, response.provisioned)
             else:
                 response = await stub.DeprovisionResource(
-                    resources_pb2.DeprovisionResourceRequest(name=name, force=force), timeout=self.timeout
+                    resources_pb2.DeprovisionResourceRequest(name=name, force=force, application=release,
+                                                             workload=workload),
+                    timeout=self.timeout,
                 )
                 outputs = _outputs(response.resource)
+                outputs["result"] = "released" if response.released else "deprovisioned"
+                outputs["released"] = response.released
+                outputs["remaining_claims"] = list(response.remaining_claims)
         except InnominatusError as exc:  # e.g. no address configured for the resources service
             raise StepFailed(f"resource {action} {name}: {exc.message}", kind="not_wired", retryable=False) from None
         except grpc.aio.AioRpcError as exc:
@@ -183,5 +209,8 @@ class ResourceExecutor:
         finally:
             reqctx.reset(token)
         done = "already active, unchanged" if outputs.get("provisioned") is False else outputs["state"]
+        if outputs.get("released"):
+            whose = f"{release.removeprefix('applications/')}/{workload}" if workload else release
+            done = f"claims of {whose} released; still claimed by {', '.join(outputs['remaining_claims'])}"
         await ctx.log(f"{action} {name}: {done}")
         return outputs

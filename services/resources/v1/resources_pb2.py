@@ -28,7 +28,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from innominatus.common.v1 import method_policy_pb2 as innominatus_dot_common_dot_v1_dot_method__policy__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(innominatus/resources/v1/resources.proto\x12\x18innominatus.resources.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a)innominatus/common/v1/method_policy.proto\"\xc9\x01\n\x12ResourceTransition\x12\x35\n\x04\x66rom\x18\x01 \x01(\x0e\x32\'.innominatus.resources.v1.ResourceState\x12\x33\n\x02to\x18\x02 \x01(\x0e\x32\'.innominatus.resources.v1.ResourceState\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\"n\n\rResourceClaim\x12\x0b\n\x03ref\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\r\n\x05\x63lass\x18\x03 \x01(\t\x12\n\n\x02id\x18\x04 \x01(\t\x12\'\n\x06params\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xe1\x04\n\x08Resource\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x61pplication\x18\x02 \x01(\t\x12\x13\n\x0b\x65nvironment\x18\x03 \x01(\t\x12\x10\n\x08workload\x18\x04 \x01(\t\x12\x36\n\x05\x63laim\x18\x05 \x01(\x0b\x32\'.innominatus.resources.v1.ResourceClaim\x12\x36\n\x05state\x18\x06 \x01(\x0e\x32\'.innominatus.resources.v1.ResourceState\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x07outputs\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12G\n\x0bsecret_refs\x18\n \x03(\x0b\x32\x32.innominatus.resources.v1.Resource.SecretRefsEntry\x12\x15\n\rstatus_reason\x18\x0b \x01(\t\x12\x41\n\x0btransitions\x18\x0c \x03(\x0b\x32,.innominatus.resources.v1.ResourceTransition\x12\x12\n\ndefinition\x18\r \x01(\t\x12\x12\n\nshared_key\x18\x0e \x01(\t\x12\x11\n\tworkloads\x18\x0f \x03(\t\x1a\x31\n\x0fSecretRefsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x8c\x01\n\x15\x43laimResourcesRequest\x12\x13\n\x0b\x61pplication\x18\x01 \x01(\t\x12\x13\n\x0b\x65nvironment\x18\x02 \x01(\t\x12\x10\n\x08workload\x18\x03 \x01(\t\x12\x37\n\x06\x63laims\x18\x04 \x03(\x0b\x32\'.innominatus.resources.v1.ResourceClaim\"O\n\x16\x43laimResourcesResponse\x12\x35\n\tresources\x18\x01 \x03(\x0b\x32\".innominatus.resources.v1.Resource\"g\n\x14ListResourcesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x13\n\x0b\x61pplication\x18\x03 \x01(\t\x12\x13\n\x0b\x65nvironment\x18\x04 \x01(\t\"g\n\x15ListResourcesResponse\x12\x35\n\tresources\x18\x01 \x03(\x0b\x32\".innominatus.resources.v1.Resource\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x12GetResourceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"K\n\x13GetResourceResponse\x12\x34\n\x08resource\x18\x01 \x01(\x0b\x32\".innominatus.resources.v1.Resource\"P\n\x18ProvisionResourceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"f\n\x19ProvisionResourceResponse\x12\x34\n\x08resource\x18\x01 \x01(\x0b\x32\".innominatus.resources.v1.Resource\x12\x13\n\x0bprovisioned\x18\x02 \x01(\x08\"9\n\x1a\x44\x65provisionResourceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\"S\n\x1b\x44\x65provisionResourceResponse\x12\x34\n\x08resource\x18\x01 \x01(\x0b\x32\".innominatus.resources.v1.Resource\"$\n\x14\x43heckResourceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x7f\n\x15\x43heckResourceResponse\x12\x34\n\x08resource\x18\x01 \x01(\x0b\x32\".innominatus.resources.v1.Resource\x12\x0f\n\x07healthy\x18\x02 \x01(\x08\x12\x0f\n\x07\x64rifted\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\",\n\x1cRevealResourceSecretsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xa6\x01\n\x1dRevealResourceSecretsResponse\x12U\n\x07secrets\x18\x01 \x03(\x0b\x32\x44.innominatus.resources.v1.RevealResourceSecretsResponse.SecretsEntry\x1a.\n\x0cSecretsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\x9d\x02\n\rResourceState\x12\x1e\n\x1aRESOURCE_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18RESOURCE_STATE_REQUESTED\x10\x01\x12\x1f\n\x1bRESOURCE_STATE_PROVISIONING\x10\x02\x12\x19\n\x15RESOURCE_STATE_ACTIVE\x10\x03\x12\x19\n\x15RESOURCE_STATE_FAILED\x10\x04\x12\x1a\n\x16RESOURCE_STATE_DELETED\x10\x05\x12\x1b\n\x17RESOURCE_STATE_UPDATING\x10\x06\x12\x1b\n\x17RESOURCE_STATE_DEGRADED\x10\x07\x12!\n\x1dRESOURCE_STATE_DEPROVISIONING\x10\x08\x32\xf2\t\n\x10ResourcesService\x12\x9d\x01\n\x0e\x43laimResources\x12/.innominatus.resources.v1.ClaimResourcesRequest\x1a\x30.innominatus.resources.v1.ClaimResourcesResponse\"(\x92\x82\x19$\x08\x01\x12\x0fresources.claim\x1a\x08resource\"\x05specs\x12\x8b\x01\n\rListResources\x12..innominatus.resources.v1.ListResourcesRequest\x1a/.innominatus.resources.v1.ListResourcesResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/api/v1/resources\x12\x8e\x01\n\x0bGetResource\x12,.innominatus.resources.v1.GetResourceRequest\x1a-.innominatus.resources.v1.GetResourceResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/api/v1/{name=resources/*}\x12\xad\x01\n\x11ProvisionResource\x12\x32.innominatus.resources.v1.ProvisionResourceRequest\x1a\x33.innominatus.resources.v1.ProvisionResourceResponse\"/\x92\x82\x19+\x08\x01\x12\x13resources.provision\x1a\x08resource\"\x06\x65ngine0\x01\x12\xb5\x01\n\x13\x44\x65provisionResource\x12\x34.innominatus.resources.v1.DeprovisionResourceRequest\x1a\x35.innominatus.resources.v1.DeprovisionResourceResponse\"1\x92\x82\x19-\x08\x01\x12\x15resources.deprovision\x1a\x08resource\"\x06\x65ngine0\x01\x12\xdb\x01\n\rCheckResource\x12..innominatus.resources.v1.CheckResourceRequest\x1a/.innominatus.resources.v1.CheckResourceResponse\"i\x92\x82\x19:\x08\x01\x12\x0fresources.check\x1a\x08resource\"\x07gateway\"\x08tool/cli\"\x06\x65ngine0\x01\x82\xd3\xe4\x93\x02%\" /api/v1/{name=resources/*}:check:\x01*\x12\xd8\x01\n\x15RevealResourceSecrets\x12\x36.innominatus.resources.v1.RevealResourceSecretsRequest\x1a\x37.innominatus.resources.v1.RevealResourceSecretsResponse\"N\x92\x82\x19\x1e\x08\x01\x12\x10resources.reveal\x1a\x08resource\x82\xd3\xe4\x93\x02&\"!/api/v1/{name=resources/*}:reveal:\x01*BPZNgithub.com/innominatus/innominatus/gen/go/innominatus/resources/v1;resourcesv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(innominatus/resources/v1/resources.proto\x12\x18innominatus.resources.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a)innominatus/common/v1/method_policy.proto\"\xc9\x01\n\x12ResourceTransition\x12\x35\n\x04\x66rom\x18\x01 \x01(\x0e\x32\'.innominatus.resources.v1.ResourceState\x12\x33\n\x02to\x18\x02 \x01(\x0e\x32\'.innominatus.resources.v1.ResourceState\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\"n\n\rResourceClaim\x12\x0b\n\x03ref\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\r\n\x05\x63lass\x18\x03 \x01(\t\x12\n\n\x02id\x18\x04 \x01(\t\x12\'\n\x06params\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x89\x05\n\x08Resource\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x61pplication\x18\x02 \x01(\t\x12\x13\n\x0b\x65nvironment\x18\x03 \x01(\t\x12\x10\n\x08workload\x18\x04 \x01(\t\x12\x36\n\x05\x63laim\x18\x05 \x01(\x0b\x32\'.innominatus.resources.v1.ResourceClaim\x12\x36\n\x05state\x18\x06 \x01(\x0e\x32\'.innominatus.resources.v1.ResourceState\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x07outputs\x18\t \x01(\x0b\x32\x17.google.protobuf.Struct\x12G\n\x0bsecret_refs\x18\n \x03(\x0b\x32\x32.innominatus.resources.v1.Resource.SecretRefsEntry\x12\x15\n\rstatus_reason\x18\x0b \x01(\t\x12\x41\n\x0btransitions\x18\x0c \x03(\x0b\x32,.innominatus.resources.v1.ResourceTransition\x12\x12\n\ndefinition\x18\r \x01(\t\x12\x12\n\nshared_key\x18\x0e \x01(\t\x12\x11\n\tworkloads\x18\x0f \x03(\t\x12\x18\n\x10\x65nvironment_type\x18\x10 \x01(\t\x12\x0c\n\x04team\x18\x11 \x01(\t\x1a\x31\n\x0fSecretRefsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb4\x01\n\x15\x43laimResourcesRequest\x12\x13\n\x0b\x61pplication\x18\x01 \x01(\t\x12\x13\n\x0b\x65nvironment\x18\x02 \x01(\t\x12\x10\n\x08workload\x18\x03 \x01(\t\x12\x37\n\x06\x63laims\x18\x04 \x03(\x0b\x32\'.innominatus.resources.v1.ResourceClaim\x12\x18\n\x10\x65nvironment_type\x18\x05 \x01(\t\x12\x0c\n\x04team\x18\x06 \x01(\t\"\x84\x01\n\x16\x43laimResourcesResponse\x12\x35\n\tresources\x18\x01 \x03(\x0b\x32\".innominatus.resources.v1.Resource\x12\x33\n\x07\x64ropped\x18\x02 \x03(\x0b\x32\".innominatus.resources.v1.Resource\"g\n\x14ListResourcesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x13\n\x0b\x61pplication\x18\x03 \x01(\t\x12\x13\n\x0b\x65nvironment\x18\x04 \x01(\t\"g\n\x15ListResourcesResponse\x12\x35\n\tresources\x18\x01 \x03(\x0b\x32\".innominatus.resources.v1.Resource\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x12GetResourceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"K\n\x13GetResourceResponse\x12\x34\n\x08resource\x18\x01 \x01(\x0b\x32\".innominatus.resources.v1.Resource\"P\n\x18ProvisionResourceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"f\n\x19ProvisionResourceResponse\x12\x34\n\x08resource\x18\x01 \x01(\x0b\x32\".innominatus.resources.v1.Resource\x12\x13\n\x0bprovisioned\x18\x02 \x01(\x08\"`\n\x1a\x44\x65provisionResourceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x66orce\x18\x02 \x01(\x08\x12\x13\n\x0b\x61pplication\x18\x03 \x01(\t\x12\x10\n\x08workload\x18\x04 \x01(\t\"\x7f\n\x1b\x44\x65provisionResourceResponse\x12\x34\n\x08resource\x18\x01 \x01(\x0b\x32\".innominatus.resources.v1.Resource\x12\x10\n\x08released\x18\x02 \x01(\x08\x12\x18\n\x10remaining_claims\x18\x03 \x03(\t\"$\n\x14\x43heckResourceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x7f\n\x15\x43heckResourceResponse\x12\x34\n\x08resource\x18\x01 \x01(\x0b\x32\".innominatus.resources.v1.Resource\x12\x0f\n\x07healthy\x18\x02 \x01(\x08\x12\x0f\n\x07\x64rifted\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\",\n\x1cRevealResourceSecretsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"\xa6\x01\n\x1dRevealResourceSecretsResponse\x12U\n\x07secrets\x18\x01 \x03(\x0b\x32\x44.innominatus.resources.v1.RevealResourceSecretsResponse.SecretsEntry\x1a.\n\x0cSecretsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\x9d\x02\n\rResourceState\x12\x1e\n\x1aRESOURCE_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18RESOURCE_STATE_REQUESTED\x10\x01\x12\x1f\n\x1bRESOURCE_STATE_PROVISIONING\x10\x02\x12\x19\n\x15RESOURCE_STATE_ACTIVE\x10\x03\x12\x19\n\x15RESOURCE_STATE_FAILED\x10\x04\x12\x1a\n\x16RESOURCE_STATE_DELETED\x10\x05\x12\x1b\n\x17RESOURCE_STATE_UPDATING\x10\x06\x12\x1b\n\x17RESOURCE_STATE_DEGRADED\x10\x07\x12!\n\x1dRESOURCE_STATE_DEPROVISIONING\x10\x08\x32\xf2\t\n\x10ResourcesService\x12\x9d\x01\n\x0e\x43laimResources\x12/.innominatus.resources.v1.ClaimResourcesRequest\x1a\x30.innominatus.resources.v1.ClaimResourcesResponse\"(\x92\x82\x19$\x08\x01\x12\x0fresources.claim\x1a\x08resource\"\x05specs\x12\x8b\x01\n\rListResources\x12..innominatus.resources.v1.ListResourcesRequest\x1a/.innominatus.resources.v1.ListResourcesResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/api/v1/resources\x12\x8e\x01\n\x0bGetResource\x12,.innominatus.resources.v1.GetResourceRequest\x1a-.innominatus.resources.v1.GetResourceResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/api/v1/{name=resources/*}\x12\xad\x01\n\x11ProvisionResource\x12\x32.innominatus.resources.v1.ProvisionResourceRequest\x1a\x33.innominatus.resources.v1.ProvisionResourceResponse\"/\x92\x82\x19+\x08\x01\x12\x13resources.provision\x1a\x08resource\"\x06\x65ngine0\x01\x12\xb5\x01\n\x13\x44\x65provisionResource\x12\x34.innominatus.resources.v1.DeprovisionResourceRequest\x1a\x35.innominatus.resources.v1.DeprovisionResourceResponse\"1\x92\x82\x19-\x08\x01\x12\x15resources.deprovision\x1a\x08resource\"\x06\x65ngine0\x01\x12\xdb\x01\n\rCheckResource\x12..innominatus.resources.v1.CheckResourceRequest\x1a/.innominatus.resources.v1.CheckResourceResponse\"i\x92\x82\x19:\x08\x01\x12\x0fresources.check\x1a\x08resource\"\x07gateway\"\x08tool/cli\"\x06\x65ngine0\x01\x82\xd3\xe4\x93\x02%\" /api/v1/{name=resources/*}:check:\x01*\x12\xd8\x01\n\x15RevealResourceSecrets\x12\x36.innominatus.resources.v1.RevealResourceSecretsRequest\x1a\x37.innominatus.resources.v1.RevealResourceSecretsResponse\"N\x92\x82\x19\x1e\x08\x01\x12\x10resources.reveal\x1a\x08resource\x82\xd3\xe4\x93\x02&\"!/api/v1/{name=resources/*}:reveal:\x01*BPZNgithub.com/innominatus/innominatus/gen/go/innominatus/resources/v1;resourcesv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -54,46 +54,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RESOURCESSERVICE'].methods_by_name['CheckResource']._serialized_options = b'\222\202\031:\010\001\022\017resources.check\032\010resource\"\007gateway\"\010tool/cli\"\006engine0\001\202\323\344\223\002%\" /api/v1/{name=resources/*}:check:\001*'
   _globals['_RESOURCESSERVICE'].methods_by_name['RevealResourceSecrets']._loaded_options = None
   _globals['_RESOURCESSERVICE'].methods_by_name['RevealResourceSecrets']._serialized_options = b'\222\202\031\036\010\001\022\020resources.reveal\032\010resource\202\323\344\223\002&\"!/api/v1/{name=resources/*}:reveal:\001*'
-  _globals['_RESOURCESTATE']._serialized_start=2394
-  _globals['_RESOURCESTATE']._serialized_end=2679
+  _globals['_RESOURCESTATE']._serialized_start=2611
+  _globals['_RESOURCESTATE']._serialized_end=2896
   _globals['_RESOURCETRANSITION']._serialized_start=207
   _globals['_RESOURCETRANSITION']._serialized_end=408
   _globals['_RESOURCECLAIM']._serialized_start=410
   _globals['_RESOURCECLAIM']._serialized_end=520
   _globals['_RESOURCE']._serialized_start=523
-  _globals['_RESOURCE']._serialized_end=1132
-  _globals['_RESOURCE_SECRETREFSENTRY']._serialized_start=1083
-  _globals['_RESOURCE_SECRETREFSENTRY']._serialized_end=1132
-  _globals['_CLAIMRESOURCESREQUEST']._serialized_start=1135
-  _globals['_CLAIMRESOURCESREQUEST']._serialized_end=1275
-  _globals['_CLAIMRESOURCESRESPONSE']._serialized_start=1277
-  _globals['_CLAIMRESOURCESRESPONSE']._serialized_end=1356
-  _globals['_LISTRESOURCESREQUEST']._serialized_start=1358
-  _globals['_LISTRESOURCESREQUEST']._serialized_end=1461
-  _globals['_LISTRESOURCESRESPONSE']._serialized_start=1463
-  _globals['_LISTRESOURCESRESPONSE']._serialized_end=1566
-  _globals['_GETRESOURCEREQUEST']._serialized_start=1568
-  _globals['_GETRESOURCEREQUEST']._serialized_end=1602
-  _globals['_GETRESOURCERESPONSE']._serialized_start=1604
-  _globals['_GETRESOURCERESPONSE']._serialized_end=1679
-  _globals['_PROVISIONRESOURCEREQUEST']._serialized_start=1681
-  _globals['_PROVISIONRESOURCEREQUEST']._serialized_end=1761
-  _globals['_PROVISIONRESOURCERESPONSE']._serialized_start=1763
-  _globals['_PROVISIONRESOURCERESPONSE']._serialized_end=1865
-  _globals['_DEPROVISIONRESOURCEREQUEST']._serialized_start=1867
-  _globals['_DEPROVISIONRESOURCEREQUEST']._serialized_end=1924
-  _globals['_DEPROVISIONRESOURCERESPONSE']._serialized_start=1926
-  _globals['_DEPROVISIONRESOURCERESPONSE']._serialized_end=2009
-  _globals['_CHECKRESOURCEREQUEST']._serialized_start=2011
-  _globals['_CHECKRESOURCEREQUEST']._serialized_end=2047
-  _globals['_CHECKRESOURCERESPONSE']._serialized_start=2049
-  _globals['_CHECKRESOURCERESPONSE']._serialized_end=2176
-  _globals['_REVEALRESOURCESECRETSREQUEST']._serialized_start=2178
-  _globals['_REVEALRESOURCESECRETSREQUEST']._serialized_end=2222
-  _globals['_REVEALRESOURCESECRETSRESPONSE']._serialized_start=2225
-  _globals['_REVEALRESOURCESECRETSRESPONSE']._serialized_end=2391
-  _globals['_REVEALRESOURCESECRETSRESPONSE_SECRETSENTRY']._serialized_start=2345
-  _globals['_REVEALRESOURCESECRETSRESPONSE_SECRETSENTRY']._serialized_end=2391
-  _globals['_RESOURCESSERVICE']._serialized_start=2682
-  _globals['_RESOURCESSERVICE']._serialized_end=3948
+  _globals['_RESOURCE']._serialized_end=1172
+  _globals['_RESOURCE_SECRETREFSENTRY']._serialized_start=1123
+  _globals['_RESOURCE_SECRETREFSENTRY']._serialized_end=1172
+  _globals['_CLAIMRESOURCESREQUEST']._serialized_start=1175
+  _globals['_CLAIMRESOURCESREQUEST']._serialized_end=1355
+  _globals['_CLAIMRESOURCESRESPONSE']._serialized_start=1358
+  _globals['_CLAIMRESOURCESRESPONSE']._serialized_end=1490
+  _globals['_LISTRESOURCESREQUEST']._serialized_start=1492
+  _globals['_LISTRESOURCESREQUEST']._serialized_end=1595
+  _globals['_LISTRESOURCESRESPONSE']._serialized_start=1597
+  _globals['_LISTRESOURCESRESPONSE']._serialized_end=1700
+  _globals['_GETRESOURCEREQUEST']._serialized_start=1702
+  _globals['_GETRESOURCEREQUEST']._serialized_end=1736
+  _globals['_GETRESOURCERESPONSE']._serialized_start=1738
+  _globals['_GETRESOURCERESPONSE']._serialized_end=1813
+  _globals['_PROVISIONRESOURCEREQUEST']._serialized_start=1815
+  _globals['_PROVISIONRESOURCEREQUEST']._serialized_end=1895
+  _globals['_PROVISIONRESOURCERESPONSE']._serialized_start=1897
+  _globals['_PROVISIONRESOURCERESPONSE']._serialized_end=1999
+  _globals['_DEPROVISIONRESOURCEREQUEST']._serialized_start=2001
+  _globals['_DEPROVISIONRESOURCEREQUEST']._serialized_end=2097
+  _globals['_DEPROVISIONRESOURCERESPONSE']._serialized_start=2099
+  _globals['_DEPROVISIONRESOURCERESPONSE']._serialized_end=2226
+  _globals['_CHECKRESOURCEREQUEST']._serialized_start=2228
+  _globals['_CHECKRESOURCEREQUEST']._serialized_end=2264
+  _globals['_CHECKRESOURCERESPONSE']._serialized_start=2266
+  _globals['_CHECKRESOURCERESPONSE']._serialized_end=2393
+  _globals['_REVEALRESOURCESECRETSREQUEST']._serialized_start=2395
+  _globals['_REVEALRESOURCESECRETSREQUEST']._serialized_end=2439
+  _globals['_REVEALRESOURCESECRETSRESPONSE']._serialized_start=2442
+  _globals['_REVEALRESOURCESECRETSRESPONSE']._serialized_end=2608
+  _globals['_REVEALRESOURCESECRETSRESPONSE_SECRETSENTRY']._serialized_start=2562
+  _globals['_REVEALRESOURCESECRETSRESPONSE_SECRETSENTRY']._serialized_end=2608
+  _globals['_RESOURCESSERVICE']._serialized_start=2899
+  _globals['_RESOURCESSERVICE']._serialized_end=4165
 # @@protoc_insertion_point(module_scope)

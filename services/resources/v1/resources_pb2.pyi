@@ -61,7 +61,7 @@ class ResourceClaim(_message.Message):
     def __init__(self, ref: _Optional[str] = ..., type: _Optional[str] = ..., id: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., **kwargs) -> None: ...
 
 class Resource(_message.Message):
-    __slots__ = ("name", "application", "environment", "workload", "claim", "state", "create_time", "update_time", "outputs", "secret_refs", "status_reason", "transitions", "definition", "shared_key", "workloads")
+    __slots__ = ("name", "application", "environment", "workload", "claim", "state", "create_time", "update_time", "outputs", "secret_refs", "status_reason", "transitions", "definition", "shared_key", "workloads", "environment_type", "team")
     class SecretRefsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -84,6 +84,8 @@ class Resource(_message.Message):
     DEFINITION_FIELD_NUMBER: _ClassVar[int]
     SHARED_KEY_FIELD_NUMBER: _ClassVar[int]
     WORKLOADS_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    TEAM_FIELD_NUMBER: _ClassVar[int]
     name: str
     application: str
     environment: str
@@ -99,25 +101,33 @@ class Resource(_message.Message):
     definition: str
     shared_key: str
     workloads: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., application: _Optional[str] = ..., environment: _Optional[str] = ..., workload: _Optional[str] = ..., claim: _Optional[_Union[ResourceClaim, _Mapping]] = ..., state: _Optional[_Union[ResourceState, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., outputs: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., secret_refs: _Optional[_Mapping[str, str]] = ..., status_reason: _Optional[str] = ..., transitions: _Optional[_Iterable[_Union[ResourceTransition, _Mapping]]] = ..., definition: _Optional[str] = ..., shared_key: _Optional[str] = ..., workloads: _Optional[_Iterable[str]] = ...) -> None: ...
+    environment_type: str
+    team: str
+    def __init__(self, name: _Optional[str] = ..., application: _Optional[str] = ..., environment: _Optional[str] = ..., workload: _Optional[str] = ..., claim: _Optional[_Union[ResourceClaim, _Mapping]] = ..., state: _Optional[_Union[ResourceState, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., outputs: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., secret_refs: _Optional[_Mapping[str, str]] = ..., status_reason: _Optional[str] = ..., transitions: _Optional[_Iterable[_Union[ResourceTransition, _Mapping]]] = ..., definition: _Optional[str] = ..., shared_key: _Optional[str] = ..., workloads: _Optional[_Iterable[str]] = ..., environment_type: _Optional[str] = ..., team: _Optional[str] = ...) -> None: ...
 
 class ClaimResourcesRequest(_message.Message):
-    __slots__ = ("application", "environment", "workload", "claims")
+    __slots__ = ("application", "environment", "workload", "claims", "environment_type", "team")
     APPLICATION_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
     WORKLOAD_FIELD_NUMBER: _ClassVar[int]
     CLAIMS_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    TEAM_FIELD_NUMBER: _ClassVar[int]
     application: str
     environment: str
     workload: str
     claims: _containers.RepeatedCompositeFieldContainer[ResourceClaim]
-    def __init__(self, application: _Optional[str] = ..., environment: _Optional[str] = ..., workload: _Optional[str] = ..., claims: _Optional[_Iterable[_Union[ResourceClaim, _Mapping]]] = ...) -> None: ...
+    environment_type: str
+    team: str
+    def __init__(self, application: _Optional[str] = ..., environment: _Optional[str] = ..., workload: _Optional[str] = ..., claims: _Optional[_Iterable[_Union[ResourceClaim, _Mapping]]] = ..., environment_type: _Optional[str] = ..., team: _Optional[str] = ...) -> None: ...
 
 class ClaimResourcesResponse(_message.Message):
-    __slots__ = ("resources",)
+    __slots__ = ("resources", "dropped")
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
     resources: _containers.RepeatedCompositeFieldContainer[Resource]
-    def __init__(self, resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ...) -> None: ...
+    dropped: _containers.RepeatedCompositeFieldContainer[Resource]
+    def __init__(self, resources: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ..., dropped: _Optional[_Iterable[_Union[Resource, _Mapping]]] = ...) -> None: ...
 
 class ListResourcesRequest(_message.Message):
     __slots__ = ("page_size", "page_token", "application", "environment")
@@ -170,18 +180,26 @@ class ProvisionResourceResponse(_message.Message):
     def __init__(self, resource: _Optional[_Union[Resource, _Mapping]] = ..., provisioned: _Optional[bool] = ...) -> None: ...
 
 class DeprovisionResourceRequest(_message.Message):
-    __slots__ = ("name", "force")
+    __slots__ = ("name", "force", "application", "workload")
     NAME_FIELD_NUMBER: _ClassVar[int]
     FORCE_FIELD_NUMBER: _ClassVar[int]
+    APPLICATION_FIELD_NUMBER: _ClassVar[int]
+    WORKLOAD_FIELD_NUMBER: _ClassVar[int]
     name: str
     force: bool
-    def __init__(self, name: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+    application: str
+    workload: str
+    def __init__(self, name: _Optional[str] = ..., force: _Optional[bool] = ..., application: _Optional[str] = ..., workload: _Optional[str] = ...) -> None: ...
 
 class DeprovisionResourceResponse(_message.Message):
-    __slots__ = ("resource",)
+    __slots__ = ("resource", "released", "remaining_claims")
     RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    RELEASED_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_CLAIMS_FIELD_NUMBER: _ClassVar[int]
     resource: Resource
-    def __init__(self, resource: _Optional[_Union[Resource, _Mapping]] = ...) -> None: ...
+    released: bool
+    remaining_claims: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, resource: _Optional[_Union[Resource, _Mapping]] = ..., released: _Optional[bool] = ..., remaining_claims: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CheckResourceRequest(_message.Message):
     __slots__ = ("name",)

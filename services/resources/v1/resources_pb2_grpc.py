@@ -107,6 +107,8 @@ class ResourcesServiceServicer:
 
     def DeprovisionResource(self, request, context):
         """Removes what the provisioner created and the instance's secrets; the instance ends DELETED.
+        Given an application (and optionally one of its workloads), releases those claims first and
+        leaves a shared instance other applications or workloads still claim as it is (released).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

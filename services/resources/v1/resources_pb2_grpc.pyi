@@ -45,7 +45,10 @@ class ResourcesServiceStub:
     go to the secret store and only their references are returned.
     """
     DeprovisionResource: _grpc.UnaryUnaryMultiCallable[_resources_pb2.DeprovisionResourceRequest, _resources_pb2.DeprovisionResourceResponse]
-    """Removes what the provisioner created and the instance's secrets; the instance ends DELETED."""
+    """Removes what the provisioner created and the instance's secrets; the instance ends DELETED.
+    Given an application (and optionally one of its workloads), releases those claims first and
+    leaves a shared instance other applications or workloads still claim as it is (released).
+    """
     CheckResource: _grpc.UnaryUnaryMultiCallable[_resources_pb2.CheckResourceRequest, _resources_pb2.CheckResourceResponse]
     """Runs the health check (really connects) and drift detection now and records the outcome:
     drift or an unhealthy resource makes it DEGRADED with the reason, a healthy one ACTIVE again.
@@ -73,7 +76,10 @@ class ResourcesServiceAsyncStub(ResourcesServiceStub):
     go to the secret store and only their references are returned.
     """
     DeprovisionResource: _aio.UnaryUnaryMultiCallable[_resources_pb2.DeprovisionResourceRequest, _resources_pb2.DeprovisionResourceResponse]  # type: ignore[assignment]
-    """Removes what the provisioner created and the instance's secrets; the instance ends DELETED."""
+    """Removes what the provisioner created and the instance's secrets; the instance ends DELETED.
+    Given an application (and optionally one of its workloads), releases those claims first and
+    leaves a shared instance other applications or workloads still claim as it is (released).
+    """
     CheckResource: _aio.UnaryUnaryMultiCallable[_resources_pb2.CheckResourceRequest, _resources_pb2.CheckResourceResponse]  # type: ignore[assignment]
     """Runs the health check (really connects) and drift detection now and records the outcome:
     drift or an unhealthy resource makes it DEGRADED with the reason, a healthy one ACTIVE again.
@@ -128,7 +134,10 @@ class ResourcesServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _resources_pb2.DeprovisionResourceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_resources_pb2.DeprovisionResourceResponse, _abc.Awaitable[_resources_pb2.DeprovisionResourceResponse]]:
-        """Removes what the provisioner created and the instance's secrets; the instance ends DELETED."""
+        """Removes what the provisioner created and the instance's secrets; the instance ends DELETED.
+        Given an application (and optionally one of its workloads), releases those claims first and
+        leaves a shared instance other applications or workloads still claim as it is (released).
+        """
 
     @_abc_1.abstractmethod
     def CheckResource(

@@ -1,6 +1,7 @@
 import datetime
 
 from google.api import annotations_pb2 as _annotations_pb2
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from innominatus.common.v1 import method_policy_pb2 as _method_policy_pb2
@@ -127,29 +128,33 @@ class FinalizeDeploymentResponse(_message.Message):
     def __init__(self, set_hash: _Optional[str] = ..., commit: _Optional[str] = ..., workload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., manifest: _Optional[str] = ..., deployment: _Optional[_Union[Deployment, _Mapping]] = ...) -> None: ...
 
 class CreateDeploymentRequest(_message.Message):
-    __slots__ = ("score_yaml", "environment", "application", "request_id")
+    __slots__ = ("score_yaml", "environment", "application", "request_id", "team")
     SCORE_YAML_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
     APPLICATION_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    TEAM_FIELD_NUMBER: _ClassVar[int]
     score_yaml: str
     environment: str
     application: str
     request_id: str
-    def __init__(self, score_yaml: _Optional[str] = ..., environment: _Optional[str] = ..., application: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    team: str
+    def __init__(self, score_yaml: _Optional[str] = ..., environment: _Optional[str] = ..., application: _Optional[str] = ..., request_id: _Optional[str] = ..., team: _Optional[str] = ...) -> None: ...
 
 class CreateDeploymentResponse(_message.Message):
-    __slots__ = ("deployment", "run", "findings")
+    __slots__ = ("deployment", "run", "findings", "team")
     DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
     RUN_FIELD_NUMBER: _ClassVar[int]
     FINDINGS_FIELD_NUMBER: _ClassVar[int]
+    TEAM_FIELD_NUMBER: _ClassVar[int]
     deployment: Deployment
     run: _engine_pb2.Run
     findings: _containers.RepeatedCompositeFieldContainer[Finding]
-    def __init__(self, deployment: _Optional[_Union[Deployment, _Mapping]] = ..., run: _Optional[_Union[_engine_pb2.Run, _Mapping]] = ..., findings: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ...) -> None: ...
+    team: str
+    def __init__(self, deployment: _Optional[_Union[Deployment, _Mapping]] = ..., run: _Optional[_Union[_engine_pb2.Run, _Mapping]] = ..., findings: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ..., team: _Optional[str] = ...) -> None: ...
 
 class Application(_message.Message):
-    __slots__ = ("name", "workloads", "environments", "latest_deployment", "create_time", "update_time", "etag")
+    __slots__ = ("name", "workloads", "environments", "latest_deployment", "create_time", "update_time", "etag", "team")
     NAME_FIELD_NUMBER: _ClassVar[int]
     WORKLOADS_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENTS_FIELD_NUMBER: _ClassVar[int]
@@ -157,6 +162,7 @@ class Application(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     ETAG_FIELD_NUMBER: _ClassVar[int]
+    TEAM_FIELD_NUMBER: _ClassVar[int]
     name: str
     workloads: _containers.RepeatedScalarFieldContainer[str]
     environments: _containers.RepeatedScalarFieldContainer[str]
@@ -164,7 +170,8 @@ class Application(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
     etag: str
-    def __init__(self, name: _Optional[str] = ..., workloads: _Optional[_Iterable[str]] = ..., environments: _Optional[_Iterable[str]] = ..., latest_deployment: _Optional[_Union[Deployment, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
+    team: str
+    def __init__(self, name: _Optional[str] = ..., workloads: _Optional[_Iterable[str]] = ..., environments: _Optional[_Iterable[str]] = ..., latest_deployment: _Optional[_Union[Deployment, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ..., team: _Optional[str] = ...) -> None: ...
 
 class ListApplicationsRequest(_message.Message):
     __slots__ = ("page_size", "page_token")
@@ -452,15 +459,53 @@ class FinalizeUndeployResponse(_message.Message):
     removed_deployments: int
     def __init__(self, commit: _Optional[str] = ..., removed_deployments: _Optional[int] = ...) -> None: ...
 
+class PlanUndeployRequest(_message.Message):
+    __slots__ = ("name", "environment")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    environment: str
+    def __init__(self, name: _Optional[str] = ..., environment: _Optional[str] = ...) -> None: ...
+
+class UndeployClaim(_message.Message):
+    __slots__ = ("ref", "resource", "depends_on")
+    REF_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_FIELD_NUMBER: _ClassVar[int]
+    DEPENDS_ON_FIELD_NUMBER: _ClassVar[int]
+    ref: str
+    resource: str
+    depends_on: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ref: _Optional[str] = ..., resource: _Optional[str] = ..., depends_on: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class PlanUndeployResponse(_message.Message):
+    __slots__ = ("deployed", "claims", "deployments", "environment_type")
+    DEPLOYED_FIELD_NUMBER: _ClassVar[int]
+    CLAIMS_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENTS_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    deployed: bool
+    claims: _containers.RepeatedCompositeFieldContainer[UndeployClaim]
+    deployments: _containers.RepeatedScalarFieldContainer[str]
+    environment_type: EnvironmentType
+    def __init__(self, deployed: _Optional[bool] = ..., claims: _Optional[_Iterable[_Union[UndeployClaim, _Mapping]]] = ..., deployments: _Optional[_Iterable[str]] = ..., environment_type: _Optional[_Union[EnvironmentType, str]] = ...) -> None: ...
+
 class Environment(_message.Message):
-    __slots__ = ("name", "type", "create_time")
+    __slots__ = ("name", "type", "create_time", "requires_approval", "approvers", "update_time", "etag")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    REQUIRES_APPROVAL_FIELD_NUMBER: _ClassVar[int]
+    APPROVERS_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
     name: str
     type: EnvironmentType
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[EnvironmentType, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    requires_approval: bool
+    approvers: _containers.RepeatedScalarFieldContainer[str]
+    update_time: _timestamp_pb2.Timestamp
+    etag: str
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[_Union[EnvironmentType, str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requires_approval: _Optional[bool] = ..., approvers: _Optional[_Iterable[str]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
 
 class CreateEnvironmentRequest(_message.Message):
     __slots__ = ("environment",)
@@ -483,3 +528,29 @@ class ListEnvironmentsResponse(_message.Message):
     ENVIRONMENTS_FIELD_NUMBER: _ClassVar[int]
     environments: _containers.RepeatedCompositeFieldContainer[Environment]
     def __init__(self, environments: _Optional[_Iterable[_Union[Environment, _Mapping]]] = ...) -> None: ...
+
+class GetEnvironmentRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class GetEnvironmentResponse(_message.Message):
+    __slots__ = ("environment",)
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    environment: Environment
+    def __init__(self, environment: _Optional[_Union[Environment, _Mapping]] = ...) -> None: ...
+
+class UpdateEnvironmentRequest(_message.Message):
+    __slots__ = ("environment", "update_mask")
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    environment: Environment
+    update_mask: _field_mask_pb2.FieldMask
+    def __init__(self, environment: _Optional[_Union[Environment, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+
+class UpdateEnvironmentResponse(_message.Message):
+    __slots__ = ("environment",)
+    ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
+    environment: Environment
+    def __init__(self, environment: _Optional[_Union[Environment, _Mapping]] = ...) -> None: ...

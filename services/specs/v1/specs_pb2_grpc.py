@@ -60,6 +60,11 @@ class SpecsServiceStub:
                 request_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.FinalizeUndeployRequest.SerializeToString,
                 response_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.FinalizeUndeployResponse.FromString,
                 _registered_method=True)
+        self.PlanUndeploy = channel.unary_unary(
+                '/innominatus.specs.v1.SpecsService/PlanUndeploy',
+                request_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.PlanUndeployRequest.SerializeToString,
+                response_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.PlanUndeployResponse.FromString,
+                _registered_method=True)
         self.ListApplications = channel.unary_unary(
                 '/innominatus.specs.v1.SpecsService/ListApplications',
                 request_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.ListApplicationsRequest.SerializeToString,
@@ -120,6 +125,16 @@ class SpecsServiceStub:
                 request_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.ListEnvironmentsRequest.SerializeToString,
                 response_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.ListEnvironmentsResponse.FromString,
                 _registered_method=True)
+        self.GetEnvironment = channel.unary_unary(
+                '/innominatus.specs.v1.SpecsService/GetEnvironment',
+                request_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.GetEnvironmentRequest.SerializeToString,
+                response_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.GetEnvironmentResponse.FromString,
+                _registered_method=True)
+        self.UpdateEnvironment = channel.unary_unary(
+                '/innominatus.specs.v1.SpecsService/UpdateEnvironment',
+                request_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.UpdateEnvironmentRequest.SerializeToString,
+                response_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.UpdateEnvironmentResponse.FromString,
+                _registered_method=True)
 
 
 class SpecsServiceServicer:
@@ -151,10 +166,12 @@ class SpecsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteApplication(self, request, context):
-        """Removes an application from one environment: starts the engine's `undeploy` workflow, which
-        deprovisions the resources of the application's latest deployment there in reverse
-        dependency order and then removes the application's directory from the environment's
-        GitOps repository (FinalizeUndeploy). Returns at once; follow the run.
+        """Removes an application from one environment: starts the `undeploy-app` golden path on the
+        engine, which asks PlanUndeploy what to remove, waits for an approval when the environment
+        is production, and runs the built-in `undeploy` workflow as its sub-workflow: the resources
+        of the application's latest deployments there deprovisioned in reverse dependency order,
+        then the application's directory removed from the environment's GitOps repository
+        (FinalizeUndeploy). Returns at once; follow the run.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -164,6 +181,17 @@ class SpecsServiceServicer:
         """Commits the removal of an application's directory from the environment's GitOps repository
         and marks its deployments there as removed. Called by the engine's undeploy workflow (its
         `remove` step) on its own behalf.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PlanUndeploy(self, request, context):
+        """What removing an application from one environment takes: the resources its workloads'
+        latest deployments there claim, with the dependencies of their params, those deployments and
+        the environment's type. A read, called by the engine on its own behalf (the `undeploy-app`
+        golden path's `plan` step, whose claims are the only ones its `undeploy` sub-workflow
+        accepts). An application not deployed there is an empty plan (`deployed` false), not an error.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -241,10 +269,11 @@ class SpecsServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateEnvironment(self, request, context):
-        """Creates an environment with a type. Deployments to a production environment wait for an
-        approval (the deploy workflow's `approve` step; deciding it needs "runs.approve" and being
-        one of its approvers). An environment a deployment names that does not exist yet is created
-        as a development environment, except one named "production" or "prod".
+        """Creates an environment with a type and approval settings. Deployments to an environment that
+        requires approval (by default: production) wait at the deploy workflow's `approve` step;
+        deciding it needs "runs.approve" and being one of the environment's approvers. An environment
+        a deployment names that does not exist yet is created as a development environment, except
+        one named "production" or "prod".
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -252,6 +281,22 @@ class SpecsServiceServicer:
 
     def ListEnvironments(self, request, context):
         """Lists the environments, by name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEnvironment(self, request, context):
+        """Gets one environment with its approval settings.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateEnvironment(self, request, context):
+        """Changes an environment's approval settings (AIP-134): the fields named in `update_mask`
+        ("requires_approval", "approvers"). The next deployment's gate is built from the new
+        settings; runs already started keep the gate they were started with.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -284,6 +329,11 @@ def add_SpecsServiceServicer_to_server(servicer, server):
                     servicer.FinalizeUndeploy,
                     request_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.FinalizeUndeployRequest.FromString,
                     response_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.FinalizeUndeployResponse.SerializeToString,
+            ),
+            'PlanUndeploy': grpc.unary_unary_rpc_method_handler(
+                    servicer.PlanUndeploy,
+                    request_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.PlanUndeployRequest.FromString,
+                    response_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.PlanUndeployResponse.SerializeToString,
             ),
             'ListApplications': grpc.unary_unary_rpc_method_handler(
                     servicer.ListApplications,
@@ -344,6 +394,16 @@ def add_SpecsServiceServicer_to_server(servicer, server):
                     servicer.ListEnvironments,
                     request_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.ListEnvironmentsRequest.FromString,
                     response_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.ListEnvironmentsResponse.SerializeToString,
+            ),
+            'GetEnvironment': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEnvironment,
+                    request_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.GetEnvironmentRequest.FromString,
+                    response_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.GetEnvironmentResponse.SerializeToString,
+            ),
+            'UpdateEnvironment': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateEnvironment,
+                    request_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.UpdateEnvironmentRequest.FromString,
+                    response_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.UpdateEnvironmentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -482,6 +542,33 @@ class SpecsService:
             '/innominatus.specs.v1.SpecsService/FinalizeUndeploy',
             innominatus_dot_specs_dot_v1_dot_specs__pb2.FinalizeUndeployRequest.SerializeToString,
             innominatus_dot_specs_dot_v1_dot_specs__pb2.FinalizeUndeployResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PlanUndeploy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/innominatus.specs.v1.SpecsService/PlanUndeploy',
+            innominatus_dot_specs_dot_v1_dot_specs__pb2.PlanUndeployRequest.SerializeToString,
+            innominatus_dot_specs_dot_v1_dot_specs__pb2.PlanUndeployResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -806,6 +893,60 @@ class SpecsService:
             '/innominatus.specs.v1.SpecsService/ListEnvironments',
             innominatus_dot_specs_dot_v1_dot_specs__pb2.ListEnvironmentsRequest.SerializeToString,
             innominatus_dot_specs_dot_v1_dot_specs__pb2.ListEnvironmentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEnvironment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/innominatus.specs.v1.SpecsService/GetEnvironment',
+            innominatus_dot_specs_dot_v1_dot_specs__pb2.GetEnvironmentRequest.SerializeToString,
+            innominatus_dot_specs_dot_v1_dot_specs__pb2.GetEnvironmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateEnvironment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/innominatus.specs.v1.SpecsService/UpdateEnvironment',
+            innominatus_dot_specs_dot_v1_dot_specs__pb2.UpdateEnvironmentRequest.SerializeToString,
+            innominatus_dot_specs_dot_v1_dot_specs__pb2.UpdateEnvironmentResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,15 +45,24 @@ class SpecsServiceStub:
     the engine's deploy workflow (its `render` step) on its own behalf.
     """
     DeleteApplication: _grpc.UnaryUnaryMultiCallable[_specs_pb2.DeleteApplicationRequest, _specs_pb2.DeleteApplicationResponse]
-    """Removes an application from one environment: starts the engine's `undeploy` workflow, which
-    deprovisions the resources of the application's latest deployment there in reverse
-    dependency order and then removes the application's directory from the environment's
-    GitOps repository (FinalizeUndeploy). Returns at once; follow the run.
+    """Removes an application from one environment: starts the `undeploy-app` golden path on the
+    engine, which asks PlanUndeploy what to remove, waits for an approval when the environment
+    is production, and runs the built-in `undeploy` workflow as its sub-workflow: the resources
+    of the application's latest deployments there deprovisioned in reverse dependency order,
+    then the application's directory removed from the environment's GitOps repository
+    (FinalizeUndeploy). Returns at once; follow the run.
     """
     FinalizeUndeploy: _grpc.UnaryUnaryMultiCallable[_specs_pb2.FinalizeUndeployRequest, _specs_pb2.FinalizeUndeployResponse]
     """Commits the removal of an application's directory from the environment's GitOps repository
     and marks its deployments there as removed. Called by the engine's undeploy workflow (its
     `remove` step) on its own behalf.
+    """
+    PlanUndeploy: _grpc.UnaryUnaryMultiCallable[_specs_pb2.PlanUndeployRequest, _specs_pb2.PlanUndeployResponse]
+    """What removing an application from one environment takes: the resources its workloads'
+    latest deployments there claim, with the dependencies of their params, those deployments and
+    the environment's type. A read, called by the engine on its own behalf (the `undeploy-app`
+    golden path's `plan` step, whose claims are the only ones its `undeploy` sub-workflow
+    accepts). An application not deployed there is an empty plan (`deployed` false), not an error.
     """
     ListApplications: _grpc.UnaryUnaryMultiCallable[_specs_pb2.ListApplicationsRequest, _specs_pb2.ListApplicationsResponse]
     GetApplication: _grpc.UnaryUnaryMultiCallable[_specs_pb2.GetApplicationRequest, _specs_pb2.GetApplicationResponse]
@@ -79,13 +88,21 @@ class SpecsServiceStub:
     earlier set's content to GitOps. Returns at once; follow the run.
     """
     CreateEnvironment: _grpc.UnaryUnaryMultiCallable[_specs_pb2.CreateEnvironmentRequest, _specs_pb2.CreateEnvironmentResponse]
-    """Creates an environment with a type. Deployments to a production environment wait for an
-    approval (the deploy workflow's `approve` step; deciding it needs "runs.approve" and being
-    one of its approvers). An environment a deployment names that does not exist yet is created
-    as a development environment, except one named "production" or "prod".
+    """Creates an environment with a type and approval settings. Deployments to an environment that
+    requires approval (by default: production) wait at the deploy workflow's `approve` step;
+    deciding it needs "runs.approve" and being one of the environment's approvers. An environment
+    a deployment names that does not exist yet is created as a development environment, except
+    one named "production" or "prod".
     """
     ListEnvironments: _grpc.UnaryUnaryMultiCallable[_specs_pb2.ListEnvironmentsRequest, _specs_pb2.ListEnvironmentsResponse]
     """Lists the environments, by name."""
+    GetEnvironment: _grpc.UnaryUnaryMultiCallable[_specs_pb2.GetEnvironmentRequest, _specs_pb2.GetEnvironmentResponse]
+    """Gets one environment with its approval settings."""
+    UpdateEnvironment: _grpc.UnaryUnaryMultiCallable[_specs_pb2.UpdateEnvironmentRequest, _specs_pb2.UpdateEnvironmentResponse]
+    """Changes an environment's approval settings (AIP-134): the fields named in `update_mask`
+    ("requires_approval", "approvers"). The next deployment's gate is built from the new
+    settings; runs already started keep the gate they were started with.
+    """
 
 @_typing.type_check_only
 class SpecsServiceAsyncStub(SpecsServiceStub):
@@ -104,15 +121,24 @@ class SpecsServiceAsyncStub(SpecsServiceStub):
     the engine's deploy workflow (its `render` step) on its own behalf.
     """
     DeleteApplication: _aio.UnaryUnaryMultiCallable[_specs_pb2.DeleteApplicationRequest, _specs_pb2.DeleteApplicationResponse]  # type: ignore[assignment]
-    """Removes an application from one environment: starts the engine's `undeploy` workflow, which
-    deprovisions the resources of the application's latest deployment there in reverse
-    dependency order and then removes the application's directory from the environment's
-    GitOps repository (FinalizeUndeploy). Returns at once; follow the run.
+    """Removes an application from one environment: starts the `undeploy-app` golden path on the
+    engine, which asks PlanUndeploy what to remove, waits for an approval when the environment
+    is production, and runs the built-in `undeploy` workflow as its sub-workflow: the resources
+    of the application's latest deployments there deprovisioned in reverse dependency order,
+    then the application's directory removed from the environment's GitOps repository
+    (FinalizeUndeploy). Returns at once; follow the run.
     """
     FinalizeUndeploy: _aio.UnaryUnaryMultiCallable[_specs_pb2.FinalizeUndeployRequest, _specs_pb2.FinalizeUndeployResponse]  # type: ignore[assignment]
     """Commits the removal of an application's directory from the environment's GitOps repository
     and marks its deployments there as removed. Called by the engine's undeploy workflow (its
     `remove` step) on its own behalf.
+    """
+    PlanUndeploy: _aio.UnaryUnaryMultiCallable[_specs_pb2.PlanUndeployRequest, _specs_pb2.PlanUndeployResponse]  # type: ignore[assignment]
+    """What removing an application from one environment takes: the resources its workloads'
+    latest deployments there claim, with the dependencies of their params, those deployments and
+    the environment's type. A read, called by the engine on its own behalf (the `undeploy-app`
+    golden path's `plan` step, whose claims are the only ones its `undeploy` sub-workflow
+    accepts). An application not deployed there is an empty plan (`deployed` false), not an error.
     """
     ListApplications: _aio.UnaryUnaryMultiCallable[_specs_pb2.ListApplicationsRequest, _specs_pb2.ListApplicationsResponse]  # type: ignore[assignment]
     GetApplication: _aio.UnaryUnaryMultiCallable[_specs_pb2.GetApplicationRequest, _specs_pb2.GetApplicationResponse]  # type: ignore[assignment]
@@ -138,13 +164,21 @@ class SpecsServiceAsyncStub(SpecsServiceStub):
     earlier set's content to GitOps. Returns at once; follow the run.
     """
     CreateEnvironment: _aio.UnaryUnaryMultiCallable[_specs_pb2.CreateEnvironmentRequest, _specs_pb2.CreateEnvironmentResponse]  # type: ignore[assignment]
-    """Creates an environment with a type. Deployments to a production environment wait for an
-    approval (the deploy workflow's `approve` step; deciding it needs "runs.approve" and being
-    one of its approvers). An environment a deployment names that does not exist yet is created
-    as a development environment, except one named "production" or "prod".
+    """Creates an environment with a type and approval settings. Deployments to an environment that
+    requires approval (by default: production) wait at the deploy workflow's `approve` step;
+    deciding it needs "runs.approve" and being one of the environment's approvers. An environment
+    a deployment names that does not exist yet is created as a development environment, except
+    one named "production" or "prod".
     """
     ListEnvironments: _aio.UnaryUnaryMultiCallable[_specs_pb2.ListEnvironmentsRequest, _specs_pb2.ListEnvironmentsResponse]  # type: ignore[assignment]
     """Lists the environments, by name."""
+    GetEnvironment: _aio.UnaryUnaryMultiCallable[_specs_pb2.GetEnvironmentRequest, _specs_pb2.GetEnvironmentResponse]  # type: ignore[assignment]
+    """Gets one environment with its approval settings."""
+    UpdateEnvironment: _aio.UnaryUnaryMultiCallable[_specs_pb2.UpdateEnvironmentRequest, _specs_pb2.UpdateEnvironmentResponse]  # type: ignore[assignment]
+    """Changes an environment's approval settings (AIP-134): the fields named in `update_mask`
+    ("requires_approval", "approvers"). The next deployment's gate is built from the new
+    settings; runs already started keep the gate they were started with.
+    """
 
 class SpecsServiceServicer(metaclass=_abc_1.ABCMeta):
     """Score workloads: validation, stored versions, and the entry point of a deployment."""
@@ -184,10 +218,12 @@ class SpecsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _specs_pb2.DeleteApplicationRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_specs_pb2.DeleteApplicationResponse, _abc.Awaitable[_specs_pb2.DeleteApplicationResponse]]:
-        """Removes an application from one environment: starts the engine's `undeploy` workflow, which
-        deprovisions the resources of the application's latest deployment there in reverse
-        dependency order and then removes the application's directory from the environment's
-        GitOps repository (FinalizeUndeploy). Returns at once; follow the run.
+        """Removes an application from one environment: starts the `undeploy-app` golden path on the
+        engine, which asks PlanUndeploy what to remove, waits for an approval when the environment
+        is production, and runs the built-in `undeploy` workflow as its sub-workflow: the resources
+        of the application's latest deployments there deprovisioned in reverse dependency order,
+        then the application's directory removed from the environment's GitOps repository
+        (FinalizeUndeploy). Returns at once; follow the run.
         """
 
     @_abc_1.abstractmethod
@@ -199,6 +235,19 @@ class SpecsServiceServicer(metaclass=_abc_1.ABCMeta):
         """Commits the removal of an application's directory from the environment's GitOps repository
         and marks its deployments there as removed. Called by the engine's undeploy workflow (its
         `remove` step) on its own behalf.
+        """
+
+    @_abc_1.abstractmethod
+    def PlanUndeploy(
+        self,
+        request: _specs_pb2.PlanUndeployRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_specs_pb2.PlanUndeployResponse, _abc.Awaitable[_specs_pb2.PlanUndeployResponse]]:
+        """What removing an application from one environment takes: the resources its workloads'
+        latest deployments there claim, with the dependencies of their params, those deployments and
+        the environment's type. A read, called by the engine on its own behalf (the `undeploy-app`
+        golden path's `plan` step, whose claims are the only ones its `undeploy` sub-workflow
+        accepts). An application not deployed there is an empty plan (`deployed` false), not an error.
         """
 
     @_abc_1.abstractmethod
@@ -290,10 +339,11 @@ class SpecsServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _specs_pb2.CreateEnvironmentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_specs_pb2.CreateEnvironmentResponse, _abc.Awaitable[_specs_pb2.CreateEnvironmentResponse]]:
-        """Creates an environment with a type. Deployments to a production environment wait for an
-        approval (the deploy workflow's `approve` step; deciding it needs "runs.approve" and being
-        one of its approvers). An environment a deployment names that does not exist yet is created
-        as a development environment, except one named "production" or "prod".
+        """Creates an environment with a type and approval settings. Deployments to an environment that
+        requires approval (by default: production) wait at the deploy workflow's `approve` step;
+        deciding it needs "runs.approve" and being one of the environment's approvers. An environment
+        a deployment names that does not exist yet is created as a development environment, except
+        one named "production" or "prod".
         """
 
     @_abc_1.abstractmethod
@@ -303,5 +353,24 @@ class SpecsServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_specs_pb2.ListEnvironmentsResponse, _abc.Awaitable[_specs_pb2.ListEnvironmentsResponse]]:
         """Lists the environments, by name."""
+
+    @_abc_1.abstractmethod
+    def GetEnvironment(
+        self,
+        request: _specs_pb2.GetEnvironmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_specs_pb2.GetEnvironmentResponse, _abc.Awaitable[_specs_pb2.GetEnvironmentResponse]]:
+        """Gets one environment with its approval settings."""
+
+    @_abc_1.abstractmethod
+    def UpdateEnvironment(
+        self,
+        request: _specs_pb2.UpdateEnvironmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_specs_pb2.UpdateEnvironmentResponse, _abc.Awaitable[_specs_pb2.UpdateEnvironmentResponse]]:
+        """Changes an environment's approval settings (AIP-134): the fields named in `update_mask`
+        ("requires_approval", "approvers"). The next deployment's gate is built from the new
+        settings; runs already started keep the gate they were started with.
+        """
 
 def add_SpecsServiceServicer_to_server(servicer: SpecsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
