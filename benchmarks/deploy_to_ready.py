@@ -24,14 +24,17 @@ then ``GET /api/v1/runs/<id>`` every 20 ms until the run is ``SUCCEEDED``. Repor
   (so up to ~20 ms of polling granularity is included);
 * provisioning span: first provision step start -> last provision step end (the run's steps);
 * sum of provision step durations (each step's last attempt);
-* parallelism = sum / span (1.0 = the provision steps ran one after another; N = all at once).
+* parallelism = sum / span (1.0 = the provision steps ran one after another; N = all at once);
+* undeploy: wall time of ``DELETE /api/v1/applications/<app>?environment=dev`` (``innominatus
+  apps delete``: the undeploy-app golden path deprovisions every resource, in reverse dependency
+  order, and removes the application from GitOps) until its run has SUCCEEDED.
 
 Database of the platform: ``--database-url`` (a PostgreSQL SQLAlchemy URL, used as is; must not
 hold innominatus users yet), else a throwaway database created on the ``--postgres-admin-url``
-server and dropped at the end. Undeploy does not exist yet and deprovisioning is not exposed to
-users, so at the end the benchmark drops every database and role, and deletes every Redis ACL user
-(and keys), whose name starts with one of the generated application names, directly on the admin
-connections. The gateway's per-client rate limit is switched off (the 20 ms polling alone is
+server and dropped at the end. Every deployed application is undeployed again; at the end the
+benchmark looks for databases, roles and Redis ACL users (and keys) whose name starts with one of
+the generated application names directly on the admin connections, drops them and reports them as
+leaked (after a successful undeploy there must be none). The gateway's per-client rate limit is switched off (the 20 ms polling alone is
 50 requests/s). Client, gateway, services and engine share one process and event loop.
 """
 
@@ -142,6 +145,7 @@ class Sample:
     release: float
     attempts: int  # provision attempts in total (N when nothing retried)
     max_overlap: int  # most provision steps running at the same moment
+    undeploy: float = float("nan")  # s, client wall time DELETE -> SUCCEEDED seen
 
 
 @dataclass
@@ -195,7 +199,20 @@ async def deploy_once(http: httpx.AsyncClient, app: str, types: list[str], deadl
     created = await http.post("/api/v1/deployments", json=body)
     if created.status_code != 200:
         raise RuntimeError(f"POST /api/v1/deployments answered {created.status_code}: {created.text}")
-    run_name = created.json()["run"]["name"]
+    return await run_until_done(http, created.json()["run"]["name"], t0, deadline)
+
+
+async def undeploy_once(http: httpx.AsyncClient, app: str, deadline: float) -> float:
+    t0 = time.perf_counter()
+    deleted = await http.delete(f"/api/v1/applications/{app}", params={"environment": ENVIRONMENT})
+    if deleted.status_code != 200:
+        raise RuntimeError(f"DELETE /api/v1/applications/{app} answered {deleted.status_code}: {deleted.text}")
+    took, _run = await run_until_done(http, deleted.json()["run"]["name"], t0, deadline)
+    return took
+
+
+async def run_until_done(http: httpx.AsyncClient, run_name: str, t0: float, deadline: float) -> tuple[float, dict]:
+    """Poll ``run_name`` until it ends; the seconds since ``t0`` and the run, which must have SUCCEEDED."""
     while True:
         response = await http.get(f"/api/v1/{run_name}")
         if response.status_code != 200:
@@ -259,6 +276,14 @@ async def bench(args: argparse.Namespace, settings: Settings, outcome: Outcome, 
                 )
                 if sample.attempts != count:
                     outcome.notes.append(f"{app}: {sample.attempts - count} provision retries")
+                try:
+                    sample.undeploy = await undeploy_once(http, app, deadline)
+                except RuntimeError as exc:
+                    first = str(exc).splitlines()[0]
+                    print(f"  {tag:<8} {app}  undeploy FAILED: {first}", flush=True)
+                    outcome.notes.append(f"N={count} {app} undeploy failed: {first}")
+                else:
+                    print(f"  {tag:<8} {app}  undeploy {sample.undeploy * 1e3:8.0f} ms", flush=True)
                 if not warmup:
                     outcome.samples.append(sample)
     finally:
@@ -291,7 +316,8 @@ def drop_platform_database(admin_url: str, database_url: str) -> None:
 
 
 def cleanup_resources(args: argparse.Namespace, apps: list[str]) -> str:
-    """Drop what the deploys provisioned: names start with a generated app name (``dtr<hex>``)."""
+    """Find and drop what the deploys provisioned and undeploy left: names start with a generated
+    app name (``dtr<hex>``)."""
     import psycopg
     from psycopg import sql
 
@@ -325,7 +351,9 @@ def cleanup_resources(args: argparse.Namespace, apps: list[str]) -> str:
                         keys += 1
             finally:
                 client.close()
-    return f"dropped {databases} databases, {roles} roles, {users} Redis ACL users, {keys} Redis keys"
+    found = databases + roles + users + keys
+    return (f"{'LEAKED' if found else 'nothing left behind'}: {databases} databases, {roles} roles, "
+            f"{users} Redis ACL users, {keys} Redis keys{' (dropped now)' if found else ''}")
 
 
 def describe_server(admin_url: str) -> str:
@@ -369,7 +397,7 @@ def report(args: argparse.Namespace, outcome: Outcome, db_desc: str, redis_desc:
     print()
     header = (
         f"{'N':>3} {'mix':<12} {'runs':>4} {'p50 ready ms':>12} {'max ready ms':>12} "
-        f"{'p50 span ms':>11} {'p50 sum ms':>10} {'parallelism':>11} {'max overlap':>11}"
+        f"{'p50 span ms':>11} {'p50 sum ms':>10} {'parallelism':>11} {'max overlap':>11} {'p50 undeploy ms':>15}"
     )
     print(header)
     print("-" * len(header))
@@ -386,10 +414,12 @@ def report(args: argparse.Namespace, outcome: Outcome, db_desc: str, redis_desc:
         span = sorted(s.span for s in rows)
         busy = sorted(s.busy for s in rows)
         par = statistics.fmean(s.busy / s.span for s in rows if s.span > 0) if any(s.span > 0 for s in rows) else 1.0
+        undeploys = sorted(s.undeploy for s in rows if s.undeploy == s.undeploy)  # NaN: it failed
+        undeploy = f"{percentile(undeploys, 50) * 1e3:.0f}" if undeploys else "failed"
         print(
             f"{count:>3} {mix:<12} {f'{len(rows)}/{len(rows) + len(failed)}':>4} {percentile(ready, 50) * 1e3:>12.0f} {ready[-1] * 1e3:>12.0f} "
             f"{percentile(span, 50) * 1e3:>11.0f} {percentile(busy, 50) * 1e3:>10.0f} {par:>11.2f} "
-            f"{max(s.max_overlap for s in rows):>11}"
+            f"{max(s.max_overlap for s in rows):>11} {undeploy:>15}"
         )
     print()
     print("parallelism = mean over runs of (sum of provision step durations / provisioning span);")
@@ -473,7 +503,7 @@ def main() -> None:
             code = code or 1
     finally:
         try:
-            print(f"cleanup: {cleanup_resources(args, outcome.apps)}")
+            print(f"after undeploy: {cleanup_resources(args, outcome.apps)}")
         finally:
             if owned:
                 drop_platform_database(args.postgres_admin_url, owned)
