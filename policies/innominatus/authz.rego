@@ -33,6 +33,21 @@
 #        "projected": {"applications": 6, "resources": 14}}   # ... and after this request
 #     It is {} when the request is invalid (the service refuses it with its own error).
 #
+#   DeleteApplication (specs):
+#       {"team": "payments",            # team owning the application ("" = no team, or unknown)
+#        "application": "checkout"}
+#     It is {} when the name is no application name (the service refuses it).
+#
+#   RunGoldenPath, StartRun (engine; the owner asked from specs):
+#       {"team": "payments",            # team owning the run's application ("" = no team)
+#        "application": "checkout",     # the run's application: the request's `application`,
+#                                       # else its `app` param (defaults applied)
+#        "applications": [              # every application the run names (its own first):
+#          {"application": "checkout", "team": "payments"},
+#          {"application": "ledger", "team": "billing"}]}   # e.g. an `app` param naming another
+#     It is {} when the run names no application. When specs cannot say who owns one, the
+#     request is refused before the policy is asked.
+#
 #   RevealResourceSecrets, CheckResource (resources):
 #       {"resource": {"name": "resources/4f2a...",
 #                     "team": "payments",       # bare name of the owning team ("" = no team):
@@ -44,11 +59,11 @@
 #     A request naming a malformed or missing resource is refused before the policy is asked.
 #
 # Policy authors: the tables below (`role_permissions`, `audit_writer_services`,
-# `specs_delegated_permissions`, `default_team_quota`, `team_quotas`,
-# `owned_resource_permissions`) are the knobs you normally edit. Rules further down
-# only interpret them. Run `opa test policies/ -v` after every change and extend
-# tests/fixtures/policy_decisions.yaml, which is replayed against both the OPA
-# sidecar and the embedded (regopy) engine. See docs/policy-authoring.md.
+# `specs_delegated_permissions`, `default_team_quota`, `team_quotas`, `team_permissions`,
+# `team_application_permissions`, `team_exempt_roles`, `owned_resource_permissions`) are the
+# knobs you normally edit. Rules further down only interpret them. Run `opa test policies/ -v`
+# after every change and extend tests/fixtures/policy_decisions.yaml, which is replayed against
+# both the OPA sidecar and the embedded (regopy) engine. See docs/policy-authoring.md.
 #
 # Portability note: this module is also evaluated in-process by rego-cpp (regopy).
 # Stick to core Rego and common builtins (sprintf, concat, sort, count, object.get)
@@ -217,7 +232,19 @@ team_quotas["example-team"] := {"applications": 25, "resources": 100} if false
 # (or will own) the application, and the team's quotas apply.
 team_permissions := {"deployments.create", "deployments.rollback"}
 
-# Roles that may deploy for any team (quotas still apply).
+# Permissions whose requests act on an existing application of a team, each with what it does
+# (for the reason of a deny): removing it, or starting a golden path or workflow run naming it
+# (`undeploy-app` deprovisions the application's resources). The user must belong to the team
+# owning the application (input.facts, from specs and the engine); an application no team owns
+# stays open to every role granting the permission. No quota applies.
+team_application_permissions := {
+	"applications.delete": "remove it",
+	"goldenpaths.run": "run golden paths against it",
+	"runs.start": "start runs against it",
+}
+
+# Roles that may deploy for any team (quotas still apply), remove any team's application and
+# run golden paths against it.
 team_exempt_roles := {"admin"}
 
 # Role -> permissions a user holding that role is granted only on resource instances owned by
@@ -310,7 +337,8 @@ facts := f if {
 	is_object(f)
 } else := {}
 
-# The team owning the application a team_permissions request deploys ("" = none or unknown).
+# The team owning the application a team_permissions request deploys, or a
+# team_application_permissions request acts on ("" = none or unknown).
 fact_team := t if {
 	t := facts.team
 	is_string(t)
@@ -346,6 +374,27 @@ fact_resource_name := n if {
 	is_string(n)
 	n != ""
 } else := "the resource"
+
+# The owned applications a request acts on, as [application, team] pairs: the application of
+# the facts and, for runs, every application the run names (facts.applications).
+owned_applications contains [fact_application, fact_team] if fact_team != ""
+
+owned_applications contains [app, team] if {
+	is_array(facts.applications)
+	some entry in facts.applications
+	team := entry.team
+	is_string(team)
+	team != ""
+	app := entry.application # a team without a string name still binds (fail closed)
+}
+
+# The user is bound by the ownership of `team`: not a member, and no role exempts them.
+outside_team(team) if {
+	subject_type == "user"
+	team != ""
+	not sprintf("teams/%s", [team]) in user_teams
+	count(user_roles & team_exempt_roles) == 0
+}
 
 # Permissions `role` grants only on resources of the user's own teams.
 owned_permissions(role) := object.get(owned_resource_permissions, role, set())
@@ -426,13 +475,18 @@ violations contains sprintf("subject \"%s\" does not match peer service \"%s\" (
 	subject.name != sprintf("services/%s", [peer_service])
 }
 
-# Team ownership and quotas (facts from the specs service).
+# Team ownership and quotas (facts from the specs service; for runs, from the engine).
 violations contains sprintf("user \"%s\" is not a member of team \"%s\", which owns (or would own) application \"%s\"; ask a member of the team to deploy it, ask an admin to add you to teams/%s, or deploy it under another application name for one of your teams", [username, fact_team, fact_application, fact_team]) if {
-	subject_type == "user"
 	permission in team_permissions
-	fact_team != ""
-	not sprintf("teams/%s", [fact_team]) in user_teams
-	count(user_roles & team_exempt_roles) == 0
+	outside_team(fact_team)
+}
+
+violations contains sprintf("user \"%s\" is not a member of team \"%s\", which owns application \"%s\"; only members of teams/%s may %s: ask one of them, or ask an admin to add you to the team", [username, team, app, team, action]) if {
+	action := team_application_permissions[permission]
+	some pair in owned_applications
+	app := pair[0]
+	team := pair[1]
+	outside_team(team)
 }
 
 violations contains sprintf("team \"%s\" would own %d applications, above its quota of %d; remove an application (innominatus apps delete) or ask to raise team_quotas[\"%s\"]", [fact_team, projected, quota, fact_team]) if {

@@ -600,6 +600,92 @@ test_requests_without_facts_are_decided_as_before if {
 	allowed(object.union(deploy_as(["developer"]), {"facts": "not an object"}))
 }
 
-test_membership_rule_only_for_deploying_permissions if {
-	allowed(with_facts(req(user("alice", ["developer"]), "gateway", "runs.start"), "billing", 0, 0, 1, 1))
+test_membership_rule_only_for_team_permissions if {
+	allowed(with_facts(req(user("alice", ["developer"]), "gateway", "runs.cancel"), "billing", 0, 0, 1, 1))
+}
+
+# -- acting on a team's application: removing it, running golden paths against it ------------
+
+app_facts(inp, team, app) := object.union(inp, {"facts": {"team": team, "application": app}})
+
+run_facts(inp, owners) := object.union(inp, {"facts": {
+	"team": owners[0].team,
+	"application": owners[0].application,
+	"applications": owners,
+}})
+
+delete_as(roles) := req(user("alice", roles), "gateway", "applications.delete")
+
+test_non_member_may_not_remove_a_teams_application if {
+	denied_with(
+		app_facts(delete_as(["developer"]), "billing", "ledger"),
+		`user "alice" is not a member of team "billing", which owns application "ledger"; only members of teams/billing may remove it: ask one of them, or ask an admin to add you to the team`,
+	)
+	denied(app_facts(delete_as(["platform-engineer"]), "billing", "ledger"))
+}
+
+test_members_and_admins_may_remove_a_teams_application if {
+	allowed(app_facts(delete_as(["developer"]), "payments", "checkout"))
+	allowed(object.union(app_facts(delete_as(["admin"]), "billing", "ledger"), {"subject": {"teams": []}}))
+}
+
+test_an_application_no_team_owns_stays_open if {
+	allowed(app_facts(delete_as(["developer"]), "", "solo"))
+	allowed(app_facts(req(user("alice", ["developer"]), "gateway", "goldenpaths.run"), "", "solo"))
+	allowed(object.union(delete_as(["developer"]), {"facts": {}}))
+}
+
+test_removing_has_no_quota if {
+	# facts without usage/projected: the quota rules never fire, however full the team is
+	inp := app_facts(delete_as(["developer"]), "payments", "checkout")
+	d := authz.decision with input as inp with authz.team_quotas as {"payments": {"applications": 0, "resources": 0}}
+	d.allow == true
+}
+
+test_non_member_may_not_run_golden_paths_against_a_teams_application if {
+	denied_with(
+		run_facts(req(user("alice", ["developer"]), "gateway", "goldenpaths.run"), [{"application": "ledger", "team": "billing"}]),
+		`user "alice" is not a member of team "billing", which owns application "ledger"; only members of teams/billing may run golden paths against it: ask one of them, or ask an admin to add you to the team`,
+	)
+	denied_with(
+		run_facts(req(user("alice", ["developer"]), "gateway", "runs.start"), [{"application": "ledger", "team": "billing"}]),
+		`user "alice" is not a member of team "billing", which owns application "ledger"; only members of teams/billing may start runs against it: ask one of them, or ask an admin to add you to the team`,
+	)
+}
+
+test_every_application_a_run_names_is_checked if {
+	# the run's own application is alice's team's; its `app` param names billing's
+	denied_with(
+		run_facts(
+			req(user("alice", ["developer"]), "gateway", "goldenpaths.run"),
+			[{"application": "checkout", "team": "payments"}, {"application": "ledger", "team": "billing"}],
+		),
+		`user "alice" is not a member of team "billing", which owns application "ledger"; only members of teams/billing may run golden paths against it: ask one of them, or ask an admin to add you to the team`,
+	)
+	allowed(run_facts(
+		req(user("alice", ["developer"]), "gateway", "goldenpaths.run"),
+		[{"application": "checkout", "team": "payments"}, {"application": "solo", "team": ""}],
+	))
+}
+
+test_members_and_admins_may_run_golden_paths_against_a_teams_application if {
+	allowed(run_facts(req(user("alice", ["developer"]), "gateway", "goldenpaths.run"), [{"application": "checkout", "team": "payments"}]))
+	allowed(run_facts(
+		object.union(req(user("alice", ["admin"]), "gateway", "runs.start"), {"subject": {"teams": []}}),
+		[{"application": "ledger", "team": "billing"}],
+	))
+}
+
+test_specs_delegated_runs_keep_the_membership_rule if {
+	# a deployment's run started by specs as the deploying user: a member passes, others do not
+	allowed(run_facts(req(user("alice", ["developer"]), "specs", "runs.start"), [{"application": "checkout", "team": "payments"}]))
+	denied(run_facts(req(user("alice", ["developer"]), "specs", "runs.start"), [{"application": "ledger", "team": "billing"}]))
+}
+
+test_an_owner_in_malformed_run_facts_still_binds if {
+	denied(object.union(req(user("alice", ["developer"]), "gateway", "goldenpaths.run"), {"facts": {
+		"team": "",
+		"application": "x",
+		"applications": [{"application": 1, "team": "billing"}, "nonsense"],
+	}}))
 }

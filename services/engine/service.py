@@ -15,6 +15,7 @@ from google.protobuf import json_format
 from sqlalchemy import event, select
 
 from innominatus.engine import models
+from innominatus.engine.app_owners import register_owner_facts
 from innominatus.engine.goldenpaths_service import STATE_KEY as GOLDEN_PATHS_STATE
 from innominatus.engine.goldenpaths_service import golden_path_descriptor, register_golden_paths, stop_golden_paths
 from innominatus.engine.operations import RunOperations, decorate
@@ -217,6 +218,8 @@ def definition() -> ServiceDefinition:
         runtime.state["scheduler"] = scheduler
         engine_pb2_grpc.add_EngineServiceServicer_to_server(EngineServicer(runtime, scheduler), server)
         register_golden_paths(server, runtime)
+        # Runs against a team's application: the policy needs its owner, which specs knows.
+        register_owner_facts(runtime, specs_stub(runtime.peers))
 
     async def on_start(runtime: Runtime) -> None:
         # Runs another (or a previous) process left unfinished are resumed through their

@@ -120,42 +120,47 @@ def claim_outputs(provisioned: dict) -> dict[str, dict]:
     return values
 
 
+async def call_specs(ctx: DeployContext, what: str, method: str, request) -> Any:
+    """Call ``method`` of the specs service as the engine itself (subject services/engine: a
+    user's token is never forwarded) for the step ``what``; failures become StepFailed, the
+    transient ones (UNAVAILABLE, DEADLINE_EXCEEDED, ABORTED, RESOURCE_EXHAUSTED) retryable."""
+    stub = (ctx.services or {}).get("specs")
+    if stub is None:
+        raise model.StepFailed(f"the {what} step needs the specs service, which this engine was not given",
+                               kind="not_wired", retryable=False)
+    import grpc  # noqa: PLC0415
+
+    from innominatus.kit import context as reqctx  # noqa: PLC0415
+
+    token = reqctx.set_current(None)
+    try:
+        return await getattr(stub, method)(request, timeout=FINALIZE_TIMEOUT)
+    except InnominatusError as exc:  # e.g. no address configured for the specs service
+        raise model.StepFailed(f"{what}: {exc.message}", kind="not_wired", retryable=False) from None
+    except grpc.aio.AioRpcError as exc:
+        code = exc.code()
+        retryable = code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                             grpc.StatusCode.ABORTED, grpc.StatusCode.RESOURCE_EXHAUSTED)
+        raise model.StepFailed(f"{what}: {exc.details() or code.name}", kind=code.name.lower(),
+                               retryable=retryable) from None
+    finally:
+        reqctx.reset(token)
+
+
 async def finalize_deployment(ctx: DeployContext) -> dict:
     """Ask the specs service to render the workload with the provisioned outputs into a
     deployment set and commit it to the environment's GitOps repository."""
     deployment = ctx.inputs.get("deployment")
     if not deployment:  # a run started without a deployment record: render locally, as before
         return await render_manifest(ctx)
-    stub = (ctx.services or {}).get("specs")
-    if stub is None:
-        raise model.StepFailed("the deploy workflow's render step needs the specs service, which this engine "
-                               "was not given", kind="not_wired", retryable=False)
-    import grpc  # noqa: PLC0415
     from google.protobuf import json_format, struct_pb2  # noqa: PLC0415
 
-    from innominatus.kit import context as reqctx  # noqa: PLC0415
     from innominatus.specs.v1 import specs_pb2  # noqa: PLC0415
 
     outputs = struct_pb2.Struct()
     outputs.update(claim_outputs(ctx.resources))
-    # The engine acts on its own behalf (subject services/engine): never forward a user's token.
-    token = reqctx.set_current(None)
-    try:
-        response = await stub.FinalizeDeployment(
-            specs_pb2.FinalizeDeploymentRequest(name=deployment, resource_outputs=outputs,
-                                                run=f"runs/{ctx.run_id}"),
-            timeout=FINALIZE_TIMEOUT,
-        )
-    except InnominatusError as exc:  # e.g. no address configured for the specs service
-        raise model.StepFailed(f"render: {exc.message}", kind="not_wired", retryable=False) from None
-    except grpc.aio.AioRpcError as exc:
-        code = exc.code()
-        retryable = code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-                             grpc.StatusCode.ABORTED, grpc.StatusCode.RESOURCE_EXHAUSTED)
-        raise model.StepFailed(f"render: {exc.details() or code.name}", kind=code.name.lower(),
-                               retryable=retryable) from None
-    finally:
-        reqctx.reset(token)
+    response = await call_specs(ctx, "render", "FinalizeDeployment", specs_pb2.FinalizeDeploymentRequest(
+        name=deployment, resource_outputs=outputs, run=f"runs/{ctx.run_id}"))
     return {
         "set_hash": response.set_hash,
         "commit": response.commit,
@@ -356,33 +361,11 @@ def deprovision_step_id(ref: str) -> str:
 async def finalize_undeploy(ctx: DeployContext) -> dict:
     """Ask the specs service to remove the application's directory from the environment's
     GitOps repository and mark its deployments there as removed."""
-    stub = (ctx.services or {}).get("specs")
-    if stub is None:
-        raise model.StepFailed("the undeploy workflow's remove step needs the specs service, which this engine "
-                               "was not given", kind="not_wired", retryable=False)
-    import grpc  # noqa: PLC0415
-
-    from innominatus.kit import context as reqctx  # noqa: PLC0415
     from innominatus.specs.v1 import specs_pb2  # noqa: PLC0415
 
-    token = reqctx.set_current(None)  # the engine acts on its own behalf
-    try:
-        response = await stub.FinalizeUndeploy(
-            specs_pb2.FinalizeUndeployRequest(name=f"applications/{ctx.application}", environment=ctx.environment,
-                                              run=f"runs/{ctx.run_id}",
-                                              requested_by=str(ctx.inputs.get("requested_by") or "")),
-            timeout=FINALIZE_TIMEOUT,
-        )
-    except InnominatusError as exc:
-        raise model.StepFailed(f"remove: {exc.message}", kind="not_wired", retryable=False) from None
-    except grpc.aio.AioRpcError as exc:
-        code = exc.code()
-        retryable = code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-                             grpc.StatusCode.ABORTED, grpc.StatusCode.RESOURCE_EXHAUSTED)
-        raise model.StepFailed(f"remove: {exc.details() or code.name}", kind=code.name.lower(),
-                               retryable=retryable) from None
-    finally:
-        reqctx.reset(token)
+    response = await call_specs(ctx, "remove", "FinalizeUndeploy", specs_pb2.FinalizeUndeployRequest(
+        name=f"applications/{ctx.application}", environment=ctx.environment, run=f"runs/{ctx.run_id}",
+        requested_by=str(ctx.inputs.get("requested_by") or "")))
     return {"commit": response.commit, "removed_deployments": response.removed_deployments}
 
 
@@ -395,34 +378,13 @@ async def plan_undeploy(ctx: DeployContext) -> dict:
     the application from the environment takes. Its ``claims`` are the only ones an ``undeploy``
     sub-workflow of the run accepts, so what is deprovisioned comes from specs, never from a
     run's params."""
-    stub = (ctx.services or {}).get("specs")
-    if stub is None:
-        raise model.StepFailed("the undeploy plan step needs the specs service, which this engine was not given",
-                               kind="not_wired", retryable=False)
     if not ctx.application or not ctx.environment:
         raise model.StepFailed("the undeploy plan step needs `application` and `environment` in its with:",
                                kind="invalid_input", retryable=False)
-    import grpc  # noqa: PLC0415
-
-    from innominatus.kit import context as reqctx  # noqa: PLC0415
     from innominatus.specs.v1 import specs_pb2  # noqa: PLC0415
 
-    token = reqctx.set_current(None)  # the engine acts on its own behalf
-    try:
-        plan = await stub.PlanUndeploy(
-            specs_pb2.PlanUndeployRequest(name=f"applications/{ctx.application}", environment=ctx.environment),
-            timeout=FINALIZE_TIMEOUT,
-        )
-    except InnominatusError as exc:
-        raise model.StepFailed(f"plan: {exc.message}", kind="not_wired", retryable=False) from None
-    except grpc.aio.AioRpcError as exc:
-        code = exc.code()
-        retryable = code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-                             grpc.StatusCode.ABORTED, grpc.StatusCode.RESOURCE_EXHAUSTED)
-        raise model.StepFailed(f"plan: {exc.details() or code.name}", kind=code.name.lower(),
-                               retryable=retryable) from None
-    finally:
-        reqctx.reset(token)
+    plan = await call_specs(ctx, "plan", "PlanUndeploy", specs_pb2.PlanUndeployRequest(
+        name=f"applications/{ctx.application}", environment=ctx.environment))
     kind = specs_pb2.EnvironmentType.Name(plan.environment_type).removeprefix("ENVIRONMENT_TYPE_").lower()
     return {
         "application": ctx.application,

@@ -587,6 +587,17 @@ class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
         check_name(request.environment, "environment")
         return await self._undeploy_plan(db.session(), name, request.environment)
 
+    async def GetApplicationOwner(self, request, context):
+        # The engine's policy facts of runs (engine/app_owners.py): only the ownership record,
+        # so an application without one is an answer ("no owner"), not NOT_FOUND.
+        name = request.name.removeprefix("applications/")
+        if not _segment_ok(name):
+            raise InvalidArgument(f"name {request.name!r} is not an application name: use applications/{{name}}",
+                                  violations=[FieldViolation("name", "e.g. applications/checkout")])
+        row = await teams.owner(db.session(), name)
+        return specs_pb2.GetApplicationOwnerResponse(
+            exists=row is not None, team=f"teams/{row.team}" if row is not None and row.team else "")
+
     async def DeleteApplication(self, request, context):
         name = request.name.removeprefix("applications/")
         if not _segment_ok(name):
@@ -1127,6 +1138,7 @@ def definition() -> ServiceDefinition:
         service = specs_pb2.DESCRIPTOR.services_by_name["SpecsService"].full_name
         runtime.register_policy_facts(f"/{service}/CreateDeployment", teams.create_deployment_facts)
         runtime.register_policy_facts(f"/{service}/RollbackDeployment", teams.rollback_deployment_facts)
+        runtime.register_policy_facts(f"/{service}/DeleteApplication", teams.delete_application_facts)
 
     return ServiceDefinition(
         name="specs",

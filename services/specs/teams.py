@@ -1,9 +1,11 @@
 """Which team owns an application, and the facts team quotas are decided on.
 
 An application is owned by one team, for good: the team named by (or defaulted for) its first
-deployment. Quotas themselves are policy (``team_quotas`` in policies/innominatus/authz.rego);
-this module only counts, from specs' own tables, what a team holds now and would hold after a
-deployment, and hands that to the policy as ``input.facts`` (see docs/policy-authoring.md).
+deployment; only its members (and admins) may deploy it, roll it back or remove it (the policy
+decides that on ``input.facts.team``, given by the providers at the end of this module). Quotas
+themselves are policy (``team_quotas`` in policies/innominatus/authz.rego); this module only
+counts, from specs' own tables, what a team holds now and would hold after a deployment, and
+hands that to the policy as ``input.facts`` (see docs/policy-authoring.md).
 
 What a team holds: the applications it owns that still run somewhere (not removed from every
 environment), and the resources of their latest deployment per environment and workload (a
@@ -183,3 +185,13 @@ async def rollback_deployment_facts(request) -> dict:
     return await quota_facts(session, team=row.team if row is not None else "", application=target.application,
                              application_new=False, environment=target.environment, workload=target.workload,
                              claims=len((document or {}).get("resources") or {}))
+
+
+async def delete_application_facts(request) -> dict:
+    """Facts of DeleteApplication: the team owning the application, whose members (and admins)
+    alone may remove it. Empty when the name is no application name (the handler says so)."""
+    application = request.name.removeprefix("applications/")
+    if not application or "/" in application or len(application) > 128:
+        return {}
+    row = await owner(db.session(), application)
+    return {"team": row.team if row is not None else "", "application": application}

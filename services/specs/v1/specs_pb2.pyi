@@ -489,6 +489,20 @@ class PlanUndeployResponse(_message.Message):
     environment_type: EnvironmentType
     def __init__(self, deployed: _Optional[bool] = ..., claims: _Optional[_Iterable[_Union[UndeployClaim, _Mapping]]] = ..., deployments: _Optional[_Iterable[str]] = ..., environment_type: _Optional[_Union[EnvironmentType, str]] = ...) -> None: ...
 
+class GetApplicationOwnerRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class GetApplicationOwnerResponse(_message.Message):
+    __slots__ = ("exists", "team")
+    EXISTS_FIELD_NUMBER: _ClassVar[int]
+    TEAM_FIELD_NUMBER: _ClassVar[int]
+    exists: bool
+    team: str
+    def __init__(self, exists: _Optional[bool] = ..., team: _Optional[str] = ...) -> None: ...
+
 class Environment(_message.Message):
     __slots__ = ("name", "type", "create_time", "requires_approval", "approvers", "update_time", "etag")
     NAME_FIELD_NUMBER: _ClassVar[int]

@@ -65,6 +65,11 @@ class SpecsServiceStub:
                 request_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.PlanUndeployRequest.SerializeToString,
                 response_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.PlanUndeployResponse.FromString,
                 _registered_method=True)
+        self.GetApplicationOwner = channel.unary_unary(
+                '/innominatus.specs.v1.SpecsService/GetApplicationOwner',
+                request_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.GetApplicationOwnerRequest.SerializeToString,
+                response_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.GetApplicationOwnerResponse.FromString,
+                _registered_method=True)
         self.ListApplications = channel.unary_unary(
                 '/innominatus.specs.v1.SpecsService/ListApplications',
                 request_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.ListApplicationsRequest.SerializeToString,
@@ -192,6 +197,16 @@ class SpecsServiceServicer:
         the environment's type. A read, called by the engine on its own behalf (the `undeploy-app`
         golden path's `plan` step, whose claims are the only ones its `undeploy` sub-workflow
         accepts). An application not deployed there is an empty plan (`deployed` false), not an error.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetApplicationOwner(self, request, context):
+        """Which team owns an application. A read, called by the engine on its own behalf: the policy
+        facts of golden path and workflow runs name the team owning the application a run acts on,
+        since only that team's members (and admins) may run golden paths against it. An application
+        no deployment has named is no error: `exists` is false and `team` empty.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -334,6 +349,11 @@ def add_SpecsServiceServicer_to_server(servicer, server):
                     servicer.PlanUndeploy,
                     request_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.PlanUndeployRequest.FromString,
                     response_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.PlanUndeployResponse.SerializeToString,
+            ),
+            'GetApplicationOwner': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetApplicationOwner,
+                    request_deserializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.GetApplicationOwnerRequest.FromString,
+                    response_serializer=innominatus_dot_specs_dot_v1_dot_specs__pb2.GetApplicationOwnerResponse.SerializeToString,
             ),
             'ListApplications': grpc.unary_unary_rpc_method_handler(
                     servicer.ListApplications,
@@ -569,6 +589,33 @@ class SpecsService:
             '/innominatus.specs.v1.SpecsService/PlanUndeploy',
             innominatus_dot_specs_dot_v1_dot_specs__pb2.PlanUndeployRequest.SerializeToString,
             innominatus_dot_specs_dot_v1_dot_specs__pb2.PlanUndeployResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetApplicationOwner(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/innominatus.specs.v1.SpecsService/GetApplicationOwner',
+            innominatus_dot_specs_dot_v1_dot_specs__pb2.GetApplicationOwnerRequest.SerializeToString,
+            innominatus_dot_specs_dot_v1_dot_specs__pb2.GetApplicationOwnerResponse.FromString,
             options,
             channel_credentials,
             insecure,

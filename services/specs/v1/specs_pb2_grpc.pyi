@@ -64,6 +64,12 @@ class SpecsServiceStub:
     golden path's `plan` step, whose claims are the only ones its `undeploy` sub-workflow
     accepts). An application not deployed there is an empty plan (`deployed` false), not an error.
     """
+    GetApplicationOwner: _grpc.UnaryUnaryMultiCallable[_specs_pb2.GetApplicationOwnerRequest, _specs_pb2.GetApplicationOwnerResponse]
+    """Which team owns an application. A read, called by the engine on its own behalf: the policy
+    facts of golden path and workflow runs name the team owning the application a run acts on,
+    since only that team's members (and admins) may run golden paths against it. An application
+    no deployment has named is no error: `exists` is false and `team` empty.
+    """
     ListApplications: _grpc.UnaryUnaryMultiCallable[_specs_pb2.ListApplicationsRequest, _specs_pb2.ListApplicationsResponse]
     GetApplication: _grpc.UnaryUnaryMultiCallable[_specs_pb2.GetApplicationRequest, _specs_pb2.GetApplicationResponse]
     ListWorkloads: _grpc.UnaryUnaryMultiCallable[_specs_pb2.ListWorkloadsRequest, _specs_pb2.ListWorkloadsResponse]
@@ -139,6 +145,12 @@ class SpecsServiceAsyncStub(SpecsServiceStub):
     the environment's type. A read, called by the engine on its own behalf (the `undeploy-app`
     golden path's `plan` step, whose claims are the only ones its `undeploy` sub-workflow
     accepts). An application not deployed there is an empty plan (`deployed` false), not an error.
+    """
+    GetApplicationOwner: _aio.UnaryUnaryMultiCallable[_specs_pb2.GetApplicationOwnerRequest, _specs_pb2.GetApplicationOwnerResponse]  # type: ignore[assignment]
+    """Which team owns an application. A read, called by the engine on its own behalf: the policy
+    facts of golden path and workflow runs name the team owning the application a run acts on,
+    since only that team's members (and admins) may run golden paths against it. An application
+    no deployment has named is no error: `exists` is false and `team` empty.
     """
     ListApplications: _aio.UnaryUnaryMultiCallable[_specs_pb2.ListApplicationsRequest, _specs_pb2.ListApplicationsResponse]  # type: ignore[assignment]
     GetApplication: _aio.UnaryUnaryMultiCallable[_specs_pb2.GetApplicationRequest, _specs_pb2.GetApplicationResponse]  # type: ignore[assignment]
@@ -248,6 +260,18 @@ class SpecsServiceServicer(metaclass=_abc_1.ABCMeta):
         the environment's type. A read, called by the engine on its own behalf (the `undeploy-app`
         golden path's `plan` step, whose claims are the only ones its `undeploy` sub-workflow
         accepts). An application not deployed there is an empty plan (`deployed` false), not an error.
+        """
+
+    @_abc_1.abstractmethod
+    def GetApplicationOwner(
+        self,
+        request: _specs_pb2.GetApplicationOwnerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_specs_pb2.GetApplicationOwnerResponse, _abc.Awaitable[_specs_pb2.GetApplicationOwnerResponse]]:
+        """Which team owns an application. A read, called by the engine on its own behalf: the policy
+        facts of golden path and workflow runs name the team owning the application a run acts on,
+        since only that team's members (and admins) may run golden paths against it. An application
+        no deployment has named is no error: `exists` is false and `team` empty.
         """
 
     @_abc_1.abstractmethod
