@@ -492,6 +492,19 @@ def test_deploy_workflow_releases_dropped_claims_after_render():
     assert steps["release"].depends_on == ("render",)
 
 
+def test_deploy_workflow_releases_dropped_claims_in_reverse_dependency_order():
+    # the old version's `app` used `db`'s outputs and `db` used `net`'s; `cache` stood alone
+    wf = deploy_workflow(_inputs(claims=[], dropped=[
+        {"ref": "app", "resource": "resources/a", "depends_on": ["db"]},
+        {"ref": "cache", "resource": "resources/c", "depends_on": []},
+        {"ref": "db", "resource": "resources/d", "depends_on": ["net", "gone", "db"]},
+        {"ref": "net", "resource": "resources/n"},
+    ]))
+    steps = {s.id: s.depends_on for s in wf.steps if s.id.startswith("release-")}
+    assert steps == {"release-app": ("render",), "release-cache": ("render",),
+                     "release-db": ("render", "release-app"), "release-net": ("render", "release-db")}
+
+
 def test_deploy_workflow_with_an_approval_gate_and_no_claims_left():
     wf = deploy_workflow(_inputs(claims=[], approval={"required": True, "approvers": ["role:admin"]},
                                  dropped=[{"ref": "db", "resource": "resources/d"}]))
@@ -554,3 +567,48 @@ async def test_resource_step_passes_the_workload(tmp_path):
         with pytest.raises(StepFailed, match=text) as bad:
             await ResourceExecutor().run(_step(_RecordingStub(answer), inputs, tmp_path))
         assert bad.value.kind == "invalid_input" and not bad.value.retryable
+
+
+ROUTED = """\
+apiVersion: score.dev/v1b1
+metadata:
+  name: {workload}
+containers:
+  main:
+    image: registry.example.com/shop/{workload}:1.0.0
+    variables:
+      URL: https://${{resources.route.host}}/
+resources:
+  web:
+    type: dns
+  route:
+    type: route
+    params:
+      host: ${{resources.web.host}}
+      path: /
+      port: 8080
+"""
+
+BARE = """\
+apiVersion: score.dev/v1b1
+metadata:
+  name: {workload}
+containers:
+  main:
+    image: registry.example.com/shop/{workload}:1.0.1
+"""
+
+
+async def test_dropped_resources_are_released_in_reverse_dependency_order(platform):
+    """v1's route uses the dns name's outputs; v2 declares neither: the route is released first."""
+    admin, _developer = await _users(platform)
+    app = f"ord{uuid.uuid4().hex[:6]}"
+    async with platform.http(admin) as http:
+        first = await deploy(http, ROUTED.format(workload=app))
+        steps = steps_by_id(first["run"])
+        assert sorted(steps["provision-route"]["dependsOn"]) == ["provision-web", "validate"]
+        second = await deploy(http, BARE.format(workload=app))
+    steps = steps_by_id(second["run"])
+    assert steps["release-web"]["state"] in OK and steps["release-route"]["state"] in OK
+    assert "release-route" in steps["release-web"]["dependsOn"]
+    assert _time(steps["release-web"]["startTime"]) >= _time(steps["release-route"]["endTime"])

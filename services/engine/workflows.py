@@ -346,11 +346,20 @@ def deploy_workflow(inputs: dict | None = None) -> model.WorkflowDef:
     steps.append(model.StepDef(id="release", type="release.write",
                                with_={**_COMMON, "outputs": {"render": "${steps.render.outputs}"}},
                                depends_on=("render",), retry=_RETRY))
-    for entry in _dropped(inputs or {}):
+    dropped = _dropped(inputs or {})
+    # Reverse dependency order: a resource is released only after the dropped ones whose params
+    # used its outputs (entry.depends_on, from the version that declared them).
+    users: dict[str, set[str]] = {entry["ref"]: set() for entry in dropped}
+    for entry in dropped:
+        for used in entry.get("depends_on") or []:
+            if isinstance(used, str) and used in users and used != entry["ref"]:
+                users[used].add(entry["ref"])
+    for entry in dropped:
+        after = tuple(sorted(release_step_id(r) for r in users[entry["ref"]]))
         steps.append(model.StepDef(id=release_step_id(entry["ref"]), type="resource",
                                    with_={"name": entry["resource"], "action": "deprovision",
                                           "release": "${workflow.application}", "workload": "${params.workload}"},
-                                   depends_on=("render",), retry=_PROVISION_RETRY))
+                                   depends_on=("render", *after), retry=_PROVISION_RETRY))
     return model.WorkflowDef(name="deploy", version="2", steps=tuple(steps), description="built-in")
 
 

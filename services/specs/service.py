@@ -313,6 +313,28 @@ class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
         row = (await db.session().execute(select(table).where(table.c.name == environment))).one()
         return approval_of(row).as_inputs()
 
+    async def _dropped_claims(self, application: str, environment: str, workload: str, dropped) -> list[dict]:
+        """``[{ref, resource, depends_on}]`` for the claims the workload's new version no longer
+        declares; ``depends_on``: the dropped refs whose outputs its params used in the version
+        deployed there last, so the deploy run releases a resource only after those using it."""
+        if not dropped:
+            return []
+        deployments = models.deployments
+        session = db.session()
+        previous = (await session.execute(
+            select(deployments.c.workload, deployments.c.workload_version)
+            .where((deployments.c.application == application) & (deployments.c.environment == environment)
+                   & (deployments.c.workload == workload) & deployments.c.removed_at.is_(None))
+            .order_by(deployments.c.created_at.desc()).limit(1))).one_or_none()
+        uses: dict[str, set[str]] = {}
+        if previous is not None:
+            version = await self._version_row(session, previous.workload, previous.workload_version)
+            uses = resource_dependencies(_document(version.source))
+        refs = {r.claim.ref for r in dropped}
+        return [{"ref": r.claim.ref, "resource": r.name,
+                 "depends_on": sorted(d for d in uses.get(r.claim.ref, ()) if d in refs and d != r.claim.ref)}
+                for r in dropped]
+
     async def _claim_and_start(self, application: str, environment: str, workload: str, document: dict,
                                version: int, deployment_id: str, environment_type: str, team: str):
         """Claim the workload's resources and start the deploy run of a deployment (as the user).
@@ -358,7 +380,7 @@ class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
                     ],
                     # The workload's claims this version no longer declares: the run releases
                     # them (release-<ref> steps) once the new version is committed, not before.
-                    "dropped": [{"ref": r.claim.ref, "resource": r.name} for r in claimed.dropped],
+                    "dropped": await self._dropped_claims(application, environment, workload, claimed.dropped),
                     "deployment": f"deployments/{deployment_id}",
                     "environment_type": environment_type,
                     # The environment's approval settings: when required, the deploy workflow waits
