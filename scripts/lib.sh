@@ -161,15 +161,25 @@ start_postgres() {
             log "postgres cannot reach $base; using $PG_RUN_DIR instead"
         fi
     fi
-    port="$(free_port 55432)" || die "no free port for PostgreSQL"
     log "initdb $PG_RUN_DIR/data"
     as_pg_owner "$PG_BIN/initdb" -D "$PG_RUN_DIR/data" -U postgres --auth=trust --encoding=UTF8 --no-locale \
         >"$PG_RUN_DIR/initdb.log" 2>&1 || { cat "$PG_RUN_DIR/initdb.log" >&2; die "initdb failed"; }
-    log "starting PostgreSQL on 127.0.0.1:$port"
-    # No unix socket: everything talks TCP to loopback, where initdb set trust auth.
-    as_pg_owner "$PG_BIN/pg_ctl" -D "$PG_RUN_DIR/data" -l "$PG_RUN_DIR/server.log" -w -t 60 \
-        -o "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories='' -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
-        start >/dev/null || { cat "$PG_RUN_DIR/server.log" >&2; die "PostgreSQL did not start"; }
+    # Runs started at the same moment may pick the same free port (it is free until one of them
+    # binds it): the search starts at an offset from this run's PID, and a lost race is retried.
+    local attempt started=""
+    for attempt in 1 2 3; do
+        port="$(free_port $((55432 + ($$ + attempt * 37) % 400)))" || die "no free port for PostgreSQL"
+        log "starting PostgreSQL on 127.0.0.1:$port"
+        # No unix socket: everything talks TCP to loopback, where initdb set trust auth.
+        if as_pg_owner "$PG_BIN/pg_ctl" -D "$PG_RUN_DIR/data" -l "$PG_RUN_DIR/server.log" -w -t 60 \
+            -o "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories='' -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+            start >/dev/null; then
+            started=1
+            break
+        fi
+        log "PostgreSQL did not start on port $port (attempt $attempt)"
+    done
+    [ -n "$started" ] || { cat "$PG_RUN_DIR/server.log" >&2; die "PostgreSQL did not start"; }
     "$PG_BIN/createdb" -h 127.0.0.1 -p "$port" -U postgres innominatus_test || die "createdb innominatus_test failed"
     export INNOMINATUS_TEST_DATABASE_URL="postgresql+psycopg://postgres@127.0.0.1:$port/innominatus_test"
     log "INNOMINATUS_TEST_DATABASE_URL=$INNOMINATUS_TEST_DATABASE_URL"
@@ -191,7 +201,7 @@ start_redis() {
     REDIS_RUN_DIR="$CACHE_DIR/redis/run.$$"
     rm -rf "$REDIS_RUN_DIR"
     mkdir -p "$REDIS_RUN_DIR"
-    port="$(free_port 56379)" || die "no free port for Redis"
+    port="$(free_port $((56379 + $$ % 400)))" || die "no free port for Redis"  # offset: see start_postgres
     log "starting redis-server on 127.0.0.1:$port"
     redis-server --bind 127.0.0.1 --port "$port" --daemonize no --save '' --appendonly no \
         --dir "$REDIS_RUN_DIR" --logfile "$REDIS_RUN_DIR/redis.log" &
