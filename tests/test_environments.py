@@ -91,9 +91,9 @@ async def _member(platform, admin_http, team: str, username: str) -> str:
     return await platform.login(username, PASSWORD)
 
 
-async def _deploy(http, environment: str) -> tuple[str, str]:
+async def _deploy(http, environment: str, **fields) -> tuple[str, str]:
     """Start a deployment of HELLO, not waiting for it; its run's and its deployment's names."""
-    started = await start_deployment(http, HELLO, environment)
+    started = await start_deployment(http, HELLO, environment, **fields)
     return started["run"]["name"], started["deployment"]["name"]
 
 
@@ -224,8 +224,10 @@ async def test_staging_gate_with_team_and_user_approvers_and_updates(platform):
             assert steps_by_id(run)["approve"]["approvers"] == ["team:payments", "user:dave"]
             still = await pe.post(gate, json={"reason": "new rules?"})
             assert still.status_code == 403 and still.json()["reason"] == "NOT_AN_APPROVER", still.text
-            # ... the next deployment gets the new one, which the platform engineer decides.
-            second_run, second_deployment = await _deploy(dev, "staging")
+            # ... the next deployment gets the new one, which the platform engineer decides. (Of
+            # another application: one of the same application in staging would wait for the
+            # first run to end -- deploys of one application and environment run one at a time.)
+            second_run, second_deployment = await _deploy(dev, "staging", application="hello-next")
             run = await _waiting(dev, second_run)
             assert steps_by_id(run)["approve"]["approvers"] == ["role:platform-engineer"]
             yes = await pe.post(f"/api/v1/{second_run}/steps/approve:approve", json={"reason": "ok"})
@@ -239,7 +241,7 @@ async def test_staging_gate_with_team_and_user_approvers_and_updates(platform):
             # Switching approval off: the next deployment is not gated at all.
             off = await pe.patch(patch, params={"updateMask": "requiresApproval"}, json={"requiresApproval": False})
             assert off.status_code == 200 and off.json()["environment"]["requiresApproval"] is False, off.text
-            third_run, _ = await _deploy(dev, "staging")
+            third_run, _ = await _deploy(dev, "staging", application="hello-next")
             run = await wait_for_run(dev, third_run, timeout=60, what="third run ended")
             assert run["state"] == "RUN_STATE_SUCCEEDED" and "approve" not in steps_by_id(run)
 
@@ -432,7 +434,12 @@ async def test_envs_cli(platform, tmp_path):
     assert code == 0, err
     created = json.loads(out)["environment"]
     assert created["requiresApproval"] is True and created["approvers"] == ["role:platform-engineer", "role:admin"]
-    # create: staging opting in with a team and a user
+    # create: staging opting in with a team and a user (both must exist)
+    code, _, err = await cli(admin, "teams", "create", "payments")
+    assert code == 0, err
+    code, out, err = await cli(admin, "envs", "create", "staging", "--type", "staging", "--require-approval",
+                               "--approver", "team:payments", "--approver", "user:devn")
+    assert code == 1 and "environment.approvers[1]" in err and "no user 'devn'; did you mean 'devon'?" in err, err
     code, out, err = await cli(admin, "envs", "create", "staging", "--type", "staging", "--require-approval",
                                "--approver", "team:payments", "--approver", "user:devon")
     assert code == 0, err
@@ -528,3 +535,45 @@ async def test_whoever_deploys_to_production_cannot_approve_it(platform):
         assert withdrawn.status_code == 200, withdrawn.text
         run = await wait_for_run(pe, second, timeout=60, what="run ended")
         assert run["state"] == "RUN_STATE_FAILED"
+
+
+async def test_environment_approvers_must_name_existing_users_and_teams(platform):
+    """A user: or team: approver nobody has would make a gate nobody can decide: specs asks
+    identity at create and update, and names every unknown entry (with a likely meant one)."""
+    admin = await platform.login_admin()
+    await platform.create_user(admin, "alice", identity_pb2.ROLE_DEVELOPER)
+    engineer = await platform.create_user(admin, "pete", identity_pb2.ROLE_PLATFORM_ENGINEER)
+    async with platform.http(admin) as root, platform.http(engineer) as pe:
+        assert (await root.post("/api/v1/teams", json={"name": "teams/payments"})).status_code == 200
+        body = {"name": "uat", "type": "ENVIRONMENT_TYPE_STAGING", "requiresApproval": True,
+                "approvers": ["user:alise", "team:paymnets", "role:admin", "user:alice", "team:payments",
+                              "user:nobody-here", "team:zz-top"]}
+        refused = await pe.post("/api/v1/environments", json={"environment": body})
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["reason"] == "INVALID_APPROVERS"
+        assert _violations(refused) == {
+            "environment.approvers[0]": "no user 'alise'; did you mean 'alice'?",
+            "environment.approvers[1]": "no team 'paymnets'; did you mean 'payments'?",
+            "environment.approvers[5]": "no user 'nobody-here' (innominatus users list shows the users)",
+            "environment.approvers[6]": "no team 'zz-top' (innominatus teams list shows the teams)",
+        }
+        assert refused.json()["detail"].startswith("environment.approvers[0]: no user 'alise'")
+        assert (await pe.get("/api/v1/environments/uat")).status_code == 404  # nothing was created
+
+        body["approvers"] = ["role:admin", "user:alice", "team:payments"]
+        created = await pe.post("/api/v1/environments", json={"environment": body})
+        assert created.status_code == 200, created.text
+        env = created.json()["environment"]
+        assert env["approvers"] == ["role:admin", "user:alice", "team:payments"]
+
+        # Update: the same check; a refused update changes nothing.
+        patch = "/api/v1/environments/uat"
+        typo = await pe.patch(patch, params={"updateMask": "approvers"},
+                              json={"approvers": ["user:alice", "team:paymnets"], "etag": env["etag"]})
+        assert typo.status_code == 400 and typo.json()["reason"] == "INVALID_APPROVERS", typo.text
+        assert _violations(typo) == {"environment.approvers[1]": "no team 'paymnets'; did you mean 'payments'?"}
+        assert (await pe.get(patch)).json()["environment"] == env
+        updated = await pe.patch(patch, params={"updateMask": "approvers"},
+                                 json={"approvers": ["team:payments"], "etag": env["etag"]})
+        assert updated.status_code == 200, updated.text
+        assert updated.json()["environment"]["approvers"] == ["team:payments"]

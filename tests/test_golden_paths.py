@@ -182,9 +182,15 @@ def show(repo: Path, path: str, branch: str = "main") -> str:
 # -- the shipped catalog ----------------------------------------------------------------------
 
 
-# sha256 of undeploy-app 1.0.0 as first published: an engine that stored it keeps serving it
-# (other content under that version would be GP-0001).
+# sha256 of the older versions still shipped, as first published: an engine that stored one
+# keeps serving it (other content under that version would be GP-0001).
 UNDEPLOY_APP_1_0_0_SHA256 = "c4c490d2059f0f6a43511f83c60e0e1aabc4f00229ea5913716fa4dfcf3af8e1"
+PUBLISHED_SHA256 = {
+    "undeploy-app-1.0.0.yaml": UNDEPLOY_APP_1_0_0_SHA256,
+    "undeploy-app-2.0.0.yaml": "e1bd8f1439d077028ea3f980f529e7bf99902b7a317d4fa9ae2250167b76d803",
+    "deploy-app-1.0.0.yaml": "dc18dcf56a69bb38a0d78c1d992691b270609ca90cf4c355771e62fc73107704",
+    "ephemeral-env-1.0.0.yaml": "2f803fa7ca15fce337d421cdd1a476f07494b919fc06c0e4e8a494a9bd34d812",
+}
 
 
 def test_the_five_shipped_paths_load_without_findings():
@@ -193,14 +199,24 @@ def test_the_five_shipped_paths_load_without_findings():
     assert {w.name for _f, _t, w in loaded} == SHIPPED
     # <name>.yaml is a path's latest version; an older one kept runnable is <name>-<version>.yaml
     files = {(w.name, w.version): file for file, _t, w in loaded}
-    assert files == {**{(n, "1.0.0"): f"{n}.yaml" for n in SHIPPED - {"undeploy-app"}},
-                     ("undeploy-app", "2.0.0"): "undeploy-app.yaml",
-                     ("undeploy-app", "1.0.0"): "undeploy-app-1.0.0.yaml"}
+    assert files == {**{(n, "1.0.0"): f"{n}.yaml" for n in SHIPPED - {"undeploy-app", "deploy-app", "ephemeral-env"}},
+                     ("undeploy-app", "2.1.0"): "undeploy-app.yaml",
+                     ("undeploy-app", "2.0.0"): "undeploy-app-2.0.0.yaml",
+                     ("undeploy-app", "1.0.0"): "undeploy-app-1.0.0.yaml",
+                     ("deploy-app", "1.1.0"): "deploy-app.yaml",
+                     ("deploy-app", "1.0.0"): "deploy-app-1.0.0.yaml",
+                     ("ephemeral-env", "1.1.0"): "ephemeral-env.yaml",
+                     ("ephemeral-env", "1.0.0"): "ephemeral-env-1.0.0.yaml"}
     for file, text, workflow in loaded:
         assert workflow.description and workflow.owner and workflow.tags, file
         assert workflow.params, workflow.name
-        if file == "undeploy-app-1.0.0.yaml":
-            assert content_hash(text) == UNDEPLOY_APP_1_0_0_SHA256
+        if file in PUBLISHED_SHA256:
+            assert content_hash(text) == PUBLISHED_SHA256[file], file
+    # The paths acting on one application in one environment share its concurrency group with the
+    # platform's deploys ("<app>/<environment>"): one of them at a time, oldest first.
+    groups = {w.name: w.concurrency_group for f, _t, w in loaded if f == f"{w.name}.yaml"}
+    for name in ("undeploy-app", "deploy-app", "ephemeral-env"):
+        assert groups[name] == "${params.app}/${params.environment}", name
 
 
 async def test_a_broken_file_is_reported_with_line_and_column_and_the_rest_load(engine, catalog_dir):
@@ -282,11 +298,11 @@ async def test_publish_a_new_version(engine):
     same = await engine.call("PublishGoldenPath", golden_paths_pb2.PublishGoldenPathRequest(source_yaml=source))
     assert same.created is False
     newer = await engine.call("PublishGoldenPath", golden_paths_pb2.PublishGoldenPathRequest(
-        source_yaml=source.replace('version: "2.0.0"', 'version: "2.0.1"')))
-    assert newer.created and newer.golden_path.version == "2.0.1"
-    assert [v.version for v in newer.golden_path.versions] == ["2.0.1", "2.0.0", "1.0.0"]
+        source_yaml=source.replace('version: "2.1.0"', 'version: "2.1.1"')))
+    assert newer.created and newer.golden_path.version == "2.1.1"
+    assert [v.version for v in newer.golden_path.versions] == ["2.1.1", "2.1.0", "2.0.0", "1.0.0"]
     assert newer.golden_path.versions[0].origin == "api"
-    assert newer.golden_path.versions[2].origin == "catalog:undeploy-app-1.0.0.yaml"
+    assert newer.golden_path.versions[3].origin == "catalog:undeploy-app-1.0.0.yaml"
     with pytest.raises(Exception) as info:
         await engine.call("PublishGoldenPath", golden_paths_pb2.PublishGoldenPathRequest(source_yaml="kind: Workflow\n"))
     assert info.value.reason == "GOLDEN_PATH_INVALID" and info.value.violations

@@ -108,7 +108,7 @@ async def test_undeploy_app_removes_a_gitops_only_app_and_tears_down_ephemeral_e
     subprocess.run(["git", "init", "-q", "--bare", "--initial-branch=main", str(repository)], check=True)
     async with platform.http(developer) as http:
         shown = (await http.get("/api/v1/goldenPaths/undeploy-app")).json()["goldenPath"]
-        assert shown["version"] == "2.0.0" and [v["version"] for v in shown["versions"]] == ["2.0.0", "1.0.0"]
+        assert shown["version"] == "2.1.0" and [v["version"] for v in shown["versions"]] == ["2.1.0", "2.0.0", "1.0.0"]
 
         # deploy-app writes apps/<app>/<env>/deployment.yaml; undeploy-app (given the repository)
         # deletes it. The platform's plan (specs' PlanUndeploy, asked by the engine) is empty.
@@ -121,7 +121,7 @@ async def test_undeploy_app_removes_a_gitops_only_app_and_tears_down_ephemeral_e
         started = await http.post("/api/v1/goldenPaths/undeploy-app:run", json={"params": {
             "app": "shop", "gitops_repo": str(repository)}})
         assert started.status_code == 200, started.text
-        assert started.json()["version"] == "2.0.0"
+        assert started.json()["version"] == "2.1.0"
         run = await wait_for_run(http, started.json()["run"]["name"], timeout=60)
         assert run["state"] == "RUN_STATE_SUCCEEDED", run
         steps = steps_by_id(run)

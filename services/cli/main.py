@@ -335,6 +335,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     teams = _group(sub, "teams", "teams")
     p = _leaf(teams, "list", "list teams")
     p.set_defaults(func=cmd_teams_list)
+    p = _leaf(teams, "get", "show a team")
+    p.add_argument("name", metavar="NAME", help="team name (`teams/NAME` or `NAME`)")
+    p.set_defaults(func=cmd_teams_get)
     p = _leaf(teams, "create", "create a team")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--display-name")
@@ -1317,8 +1320,15 @@ def cmd_envs_update(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _waiting_note(run: dict) -> str:
+    return (f"{run.get('waitingFor')} (runs of concurrency group {run.get('concurrencyGroup', '')} "
+            "run one at a time; this one starts when the runs ahead of it have ended)")
+
+
 def _print_run_outcome(run: dict, waited: bool) -> None:
     """The end of a command that started a run: its steps when we waited for it, else how to follow it."""
+    if not waited and run.get("waitingFor"):
+        print(f"Waiting for {_waiting_note(run)}")
     if waited:
         _print_steps(run)
     if run.get("error"):
@@ -1368,6 +1378,8 @@ def cmd_runs_get(args: argparse.Namespace) -> int:
                 ("Creator", run.get("creator")),
                 ("Created", when(run.get("createTime"))),
                 ("Updated", when(run.get("updateTime"))),
+                *([("Concurrency group", run["concurrencyGroup"])] if run.get("concurrencyGroup") else []),
+                *([("Waiting for", _waiting_note(run))] if run.get("waitingFor") else []),
             ]
         )
         if run.get("error"):
@@ -1616,6 +1628,19 @@ def cmd_teams_list(args: argparse.Namespace) -> int:
     with _client() as client:
         teams = client.paginate("/api/v1/teams", "teams")
     output.emit({"teams": teams}, _fmt(args), lambda: print_table(teams, TEAM_COLUMNS, empty="No teams found."))
+    return EXIT_OK
+
+
+def cmd_teams_get(args: argparse.Namespace) -> int:
+    with _client() as client:
+        response = client.get(f"/api/v1/teams/{segment(args.name, 'teams')}")
+    team = response.get("team") or {}
+    output.emit(response, _fmt(args), lambda: print_fields([
+        ("Name", short(team.get("name"))),
+        ("Display name", team.get("displayName")),
+        ("Members", [short(m) for m in team.get("members") or []]),
+        ("Created", when(team.get("createTime"))),
+    ]))
     return EXIT_OK
 
 

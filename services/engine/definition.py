@@ -448,6 +448,7 @@ class _Checker:
         self.check_variables()
         if self.doc["spec"].get("deadline") is not None:
             self.check_duration(["spec", "deadline"], self.doc["spec"]["deadline"], positive=True)
+        self.check_concurrency_group()
         for path, step in self.steps:
             self.check_step(path, step, compensation=False)
             visible = None if cyclic else self.ancestors.get(step["id"], set())
@@ -635,6 +636,15 @@ class _Checker:
             self.add("WF-1107", f"{_pointer(path)} must be longer than 0 seconds", path, "give a positive duration")
             return None
         return seconds
+
+    def check_concurrency_group(self) -> None:
+        """The group is resolved when the run starts, before any step ran: only params, vars and
+        workflow fields can be named (no steps, resources or items)."""
+        group = self.doc["spec"].get("concurrency_group")
+        if not isinstance(group, str):
+            return
+        scope = _Scope(self.params, self.variables, self.all_ids, None, resources=False)
+        self.check_placeholders(["spec", "concurrency_group"], group, scope, "spec.concurrency_group", "")
 
     # steps
 
@@ -827,6 +837,7 @@ def _build(document: dict, at: _Locator, text: str) -> WorkflowDef:
         params=params,
         variables=dict(spec.get("variables") or {}),
         concurrency=int(spec.get("concurrency", 0)),
+        concurrency_group=spec.get("concurrency_group", ""),
         deadline=parse_duration(spec["deadline"]) if "deadline" in spec else None,
         description=metadata.get("description", ""),
         source=text,

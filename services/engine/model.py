@@ -65,6 +65,9 @@ class WorkflowDef:
     params: tuple[ParamDef, ...] = ()
     variables: dict[str, Any] = field(default_factory=dict)
     concurrency: int = 0  # max steps running at once in one run; 0 = unlimited
+    # spec.concurrency_group: placeholders over params/vars/workflow fields, resolved when a run
+    # starts; runs of one resolved group run one at a time, oldest first. "" = no group.
+    concurrency_group: str = ""
     deadline: float | None = None  # seconds for the whole run
     description: str = ""
     source: str = ""  # the YAML it came from

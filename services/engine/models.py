@@ -62,7 +62,14 @@ runs = Table(
     Column("parent_run_id", String(64), nullable=True),
     Column("parent_step_id", String(256), nullable=True),
     Column("parent_iteration", Integer, nullable=True),
+    # Runs of one concurrency group (deploys and removals of one "<application>/<environment>",
+    # or a workflow's spec.concurrency_group) run one at a time, oldest first: a PENDING run is
+    # not claimed while another top-level run of its group is RUNNING or an older one PENDING.
+    # NULL: no group (child runs never have one: they run in their parent's turn).
+    Column("concurrency_key", String(256), nullable=True),
     Index("ix_runs_claim", "state", "wake_at"),
+    # The claim's "is an older run of this group unfinished?" look-up.
+    Index("ix_runs_concurrency", "concurrency_key", "state", "created_at"),
 )
 
 step_executions = Table(

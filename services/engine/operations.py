@@ -228,7 +228,22 @@ class RunOperations:
         from innominatus.engine.service import _run_proto  # noqa: PLC0415 - service imports this module
 
         row, steps = await self._load(run_id)
-        return _run_proto(row, steps)
+        run = _run_proto(row, steps)
+        blocker = await self._waiting_for(row)
+        if blocker is not None:
+            run.waiting_for = f"runs/{blocker.id}"
+        return run
+
+    async def _waiting_for(self, row):
+        """The run of its concurrency group a PENDING run waits for (None: it does not wait)."""
+        from innominatus.engine.scheduler import group_blocker  # noqa: PLC0415 - like _resolve
+
+        if getattr(row, "state", "") != "PENDING" or not getattr(row, "concurrency_key", None):
+            return None  # nothing to look up
+        session = self._session()
+        if session is None:
+            return await self._sched().waiting_for(row)
+        return await group_blocker(session, row)
 
     # -- run-level operations
 

@@ -29,6 +29,18 @@ Waiting is durable
     (on its next commit or heartbeat) and reloads, and never releases a lease over an
     unseen bump, so no wake-up is lost.
 
+Concurrency groups
+    A top-level run may carry a ``concurrency_key`` (``"<application>/<environment>"`` for the
+    built-in deploy; a workflow's ``spec.concurrency_group`` resolved when it starts). A PENDING
+    run of a group is not claimed while another top-level run of the group is RUNNING or an
+    older one (``created_at``, then ``id``) is PENDING: the group's runs go one at a time, oldest
+    first. A cancel request lifts the wait, so the run can be claimed and cancelled. Child runs
+    have no key: they run in their parent's turn (waiting for their own ancestor would never
+    end). The check is in the claim's ``SELECT`` and again in its conditional ``UPDATE``, after
+    a transaction-scoped advisory lock on the key: two workers deciding on one group at the same
+    moment are serialised (the second sees the first's claim committed), whatever order the
+    runs' creations committed in.
+
 Sub-workflows
     A ``type: workflow`` step creates a child run in the pass's transaction, with its
     definition stored like a top-level run's. A built-in (``deploy``, ``undeploy``) is built
@@ -54,14 +66,14 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from sqlalchemy import delete, false, insert, or_, select, update
+from sqlalchemy import and_, delete, exists, false, func, insert, or_, select, update
 from sqlalchemy import event as sa_event
 from sqlalchemy.exc import IntegrityError
 
 from innominatus.engine import models
 from innominatus.engine.model import ParamDef, RetryPolicy, StepContext, StepDef, StepFailed, WorkflowDef
 from innominatus.kit import times
-from innominatus.kit.errors import FailedPrecondition, NotFound
+from innominatus.kit.errors import FailedPrecondition, InvalidArgument, NotFound
 from innominatus.kit.interpolation import PlaceholderError, lookup, split_reference, substitute
 from innominatus.kit.logs import get_logger
 
@@ -160,6 +172,95 @@ def resolve_value(value: Any, variables: dict) -> Any:
     if isinstance(value, (list, tuple)):
         return [resolve_value(v, variables) for v in value]
     return value
+
+
+MAX_CONCURRENCY_KEY = 256  # runs.concurrency_key
+
+# First key of the two-int advisory lock a claim takes per concurrency group ("ic" = 0x6963):
+# keeps these locks apart from other users of pg_advisory_*lock(bigint) in the database.
+_GROUP_LOCK_SPACE = 0x6963
+
+
+def concurrency_key_for(definition: WorkflowDef, params: dict, application: str = "", environment: str = "",
+                        creator: str = "", run_id: str = "") -> str | None:
+    """The run's concurrency group: ``spec.concurrency_group`` with its placeholders resolved
+    over the run's params, vars and workflow fields; None when the workflow declares none."""
+    template = definition.concurrency_group
+    if not template:
+        return None
+    variables = {
+        "params": params or {}, "vars": definition.variables, "variables": definition.variables,
+        "workflow": {"name": definition.name, "version": definition.version, "run_id": run_id,
+                     "application": application, "environment": environment, "creator": creator},
+    }
+    try:
+        key = substitute(template, lambda parts: lookup(variables, parts))
+    except (PlaceholderError, KeyError, TypeError, ValueError, IndexError) as exc:
+        raise InvalidArgument(
+            f"workflow {definition.name!r}: spec.concurrency_group {template!r} cannot be resolved for this run: "
+            f"{exc}; give the params it names (innominatus goldenpaths show {definition.name})",
+            reason="CONCURRENCY_GROUP_UNRESOLVED", metadata={"concurrency_group": template}) from None
+    key = str(key).strip()
+    if not key:
+        raise InvalidArgument(
+            f"workflow {definition.name!r}: spec.concurrency_group {template!r} resolves to an empty group for "
+            "this run; give the params it names", reason="CONCURRENCY_GROUP_UNRESOLVED",
+            metadata={"concurrency_group": template})
+    if len(key) > MAX_CONCURRENCY_KEY:
+        raise InvalidArgument(
+            f"workflow {definition.name!r}: spec.concurrency_group resolves to {len(key)} characters for this run; "
+            f"the limit is {MAX_CONCURRENCY_KEY} (use shorter params in the group)",
+            reason="CONCURRENCY_GROUP_TOO_LONG", metadata={"concurrency_group": template})
+    return key
+
+
+def _ahead_of(run, other) -> Any:
+    """SQL: ``other`` is a top-level run of ``run``'s concurrency group that ``run`` must wait
+    for -- it holds the group (RUNNING) or is older and still PENDING."""
+    older = or_(other.c.created_at < run.c.created_at,
+                and_(other.c.created_at == run.c.created_at, other.c.id < run.c.id))
+    return and_(
+        other.c.concurrency_key == run.c.concurrency_key,
+        other.c.parent_run_id.is_(None),
+        other.c.id != run.c.id,
+        other.c.state.in_([PENDING, RUNNING]),
+        or_(other.c.state == RUNNING, older),
+    )
+
+
+def _waits_for_group(run) -> Any:
+    """SQL: the PENDING run ``run`` waits for its concurrency group (see the module docstring)."""
+    other = runs_t.alias("group_other")
+    return and_(
+        run.c.state == PENDING,
+        run.c.concurrency_key.isnot(None),
+        run.c.parent_run_id.is_(None),
+        run.c.cancel_requested == false(),
+        exists().where(_ahead_of(run, other)).correlate(run),
+    )
+
+
+async def group_blocker(session, row) -> Any | None:
+    """The run ``row`` (a runs row) waits for: the run holding its concurrency group, else the
+    oldest older PENDING run of the group; None when it does not wait."""
+    key = getattr(row, "concurrency_key", None)
+    if row.state != PENDING or not key or row.parent_run_id is not None or row.cancel_requested:
+        return None
+    older = or_(runs_t.c.created_at < row.created_at, and_(runs_t.c.created_at == row.created_at, runs_t.c.id < row.id))
+    query = (
+        select(runs_t.c.id, runs_t.c.workflow, runs_t.c.state, runs_t.c.concurrency_key)
+        .where((runs_t.c.concurrency_key == key) & runs_t.c.parent_run_id.is_(None) & (runs_t.c.id != row.id)
+               & ((runs_t.c.state == RUNNING) | ((runs_t.c.state == PENDING) & older)))
+        # The one holding the group first; else the next in line.
+        .order_by((runs_t.c.state == RUNNING).desc(), runs_t.c.created_at, runs_t.c.id)
+        .limit(1)
+    )
+    return (await session.execute(query)).one_or_none()
+
+
+def _waiting_message(blocker, key: str) -> str:
+    return (f"waiting for runs/{blocker.id} ({blocker.workflow}, {blocker.state}) of concurrency group {key!r}: "
+            "runs of one group run one at a time, oldest first")
 
 
 def _key_for(run_id: str, step_id: str, iteration: int) -> str:
@@ -318,6 +419,7 @@ class Scheduler:
             & (runs_t.c.wake_at <= now)
             & (runs_t.c.paused == false())
             & or_(runs_t.c.lease_owner.is_(None), runs_t.c.lease_expires_at < now)
+            & ~_waits_for_group(runs_t)
         )
         async with self.db.transaction() as s:
             query = select(runs_t).where(claimable).order_by(runs_t.c.wake_at).limit(capacity)
@@ -325,20 +427,41 @@ class Scheduler:
                 query = query.where(runs_t.c.id.notin_(list(self._drivers)))
             if self.db.is_postgres:
                 query = query.with_for_update(skip_locked=True)
-            candidates = (await s.execute(query)).all()
+            candidates = await self._lock_groups(s, (await s.execute(query)).all())
             claimed = []
             for row in candidates:
-                result = await s.execute(
-                    update(runs_t)
-                    .where((runs_t.c.id == row.id) & claimable)
-                    .values(lease_owner=self.worker_id, lease_expires_at=expiry, heartbeat_at=now, state=RUNNING,
-                            started_at=row.started_at or now, updated_at=now, version=runs_t.c.version + 1)
-                )
+                values = dict(lease_owner=self.worker_id, lease_expires_at=expiry, heartbeat_at=now, state=RUNNING,
+                              started_at=row.started_at or now, updated_at=now, version=runs_t.c.version + 1)
+                deadline = (row.definition or {}).get("deadline") if isinstance(row.definition, dict) else None
+                if row.state == PENDING and row.concurrency_key and deadline:
+                    # The time a run of a group waited for its turn is not the run's: its deadline
+                    # counts from now, when it starts.
+                    values["deadline_at"] = now + dt.timedelta(seconds=float(deadline))
+                result = await s.execute(update(runs_t).where((runs_t.c.id == row.id) & claimable).values(**values))
                 if result.rowcount == 1:
                     claimed.append(row.id)
             if not claimed:
                 return []
             return (await s.execute(select(runs_t).where(runs_t.c.id.in_(claimed)))).all()
+
+    async def _lock_groups(self, session, candidates: list) -> list:
+        """Take the claim transaction's advisory lock of each concurrency group a PENDING
+        candidate starts (PostgreSQL; in key order). A group another worker is deciding on
+        right now is left to it: its candidates are dropped from this claim and looked at again
+        on the next poll. The claim's UPDATE, a later statement, then sees every claim of the
+        group committed before the lock was granted."""
+        if not self.db.is_postgres:
+            return candidates  # one process on SQLite: nobody to race with
+        keys = sorted({r.concurrency_key for r in candidates
+                       if r.state == PENDING and r.concurrency_key and r.parent_run_id is None})
+        busy = set()
+        for key in keys:
+            got = (await session.execute(select(func.pg_try_advisory_xact_lock(_GROUP_LOCK_SPACE, func.hashtext(key))))).scalar()
+            if not got:
+                busy.add(key)
+        if not busy:
+            return candidates
+        return [r for r in candidates if not (r.state == PENDING and r.concurrency_key in busy)]
 
     async def _drive(self, driver: "_Driver") -> None:
         try:
@@ -433,11 +556,14 @@ class Scheduler:
         environment: str = "",
         creator: str = "",
         request_id: str | None = None,
+        *,
+        concurrency_key: str | None = None,
     ) -> str:
         """Record a new run (idempotent per request_id) and return its id."""
         try:
             async with self.db.transaction() as s:
-                run_id = await self.create_run(s, definition, params, application, environment, creator, request_id)
+                run_id = await self.create_run(s, definition, params, application, environment, creator, request_id,
+                                               concurrency_key=concurrency_key)
         except IntegrityError:
             if not request_id:
                 raise
@@ -458,8 +584,13 @@ class Scheduler:
         *,
         parent: tuple[str, str, int] | None = None,
         run_id: str | None = None,
+        concurrency_key: str | None = None,
     ) -> str:
-        """Insert a run and its step rows in ``session`` (the caller's transaction)."""
+        """Insert a run and its step rows in ``session`` (the caller's transaction).
+
+        ``concurrency_key`` is the run's concurrency group; when None, the definition's
+        ``spec.concurrency_group`` resolved for this run (InvalidArgument when it cannot be). A
+        child run (``parent``) never has one: it runs in its parent's turn."""
         if request_id:
             # Idempotency keys belong to their creator: another user's (or the platform's)
             # key never returns, or blocks, someone else's run.
@@ -468,6 +599,14 @@ class Scheduler:
             if existing:
                 return existing
         run_id = run_id or uuid.uuid4().hex
+        if parent:
+            concurrency_key = None
+        elif concurrency_key is None:
+            concurrency_key = concurrency_key_for(definition, params or {}, application or "", environment or "",
+                                                  creator or "", run_id)
+        elif len(concurrency_key) > MAX_CONCURRENCY_KEY:
+            raise InvalidArgument(f"concurrency group {concurrency_key[:64]!r}... is longer than {MAX_CONCURRENCY_KEY} "
+                                  "characters", reason="CONCURRENCY_GROUP_TOO_LONG")
         now = times.now()
         await session.execute(
             runs_t.insert().values(
@@ -478,7 +617,7 @@ class Scheduler:
                 deadline_at=now + dt.timedelta(seconds=definition.deadline) if definition.deadline else None,
                 wake_at=now, cancel_requested=False, paused=False, event_seq=1,
                 parent_run_id=parent[0] if parent else None, parent_step_id=parent[1] if parent else None,
-                parent_iteration=parent[2] if parent else None,
+                parent_iteration=parent[2] if parent else None, concurrency_key=concurrency_key or None,
             )
         )
         await session.execute(
@@ -493,7 +632,29 @@ class Scheduler:
             events_t.insert().values(run_id=run_id, seq=1, time=now, kind="run.created",
                                      message=f"workflow {definition.name} {definition.version}".strip())
         )
+        if concurrency_key:
+            await self._note_waiting(session, run_id)
         return run_id
+
+    async def _note_waiting(self, session, run_id: str) -> None:
+        """Record a ``run.waiting`` event when the PENDING run ``run_id`` waits for its
+        concurrency group (the runs this transaction sees); the event stream shows why it waits."""
+        row = (await session.execute(select(runs_t).where(runs_t.c.id == run_id))).one()
+        blocker = await group_blocker(session, row)
+        if blocker is None:
+            return
+        seq = (await session.execute(
+            update(runs_t).where(runs_t.c.id == run_id).values(event_seq=runs_t.c.event_seq + 1)
+            .returning(runs_t.c.event_seq))).scalar_one()
+        await session.execute(events_t.insert().values(run_id=run_id, seq=seq, time=times.now(), kind="run.waiting",
+                                                       message=_waiting_message(blocker, row.concurrency_key)))
+
+    async def waiting_for(self, row, session=None) -> Any | None:
+        """The run the PENDING run ``row`` waits for (its concurrency group), or None."""
+        if session is None:
+            async with self.db.transaction() as s:
+                return await group_blocker(s, row)
+        return await group_blocker(session, row)
 
     async def _external(self, run_id: str, kind: str, message: str, step_id: str | None = None, *,
                         states: Iterable[str] | None = None, values: dict | None = None, session=None,
@@ -581,6 +742,9 @@ class Scheduler:
             # Fanned-out items keep their item: they go straight back to READY.
             await s.execute(update(steps_t).where(base & steps_t.c.items_total.isnot(None)).values(state=READY, **reset))
             await s.execute(update(steps_t).where(base & steps_t.c.items_total.is_(None)).values(state=PENDING, **reset))
+            if run.concurrency_key and run.parent_run_id is None:
+                # PENDING again: it queues behind its group's running run like a new one.
+                await self._note_waiting(s, run_id)
 
     async def events(self, run_id: str, after_seq: int = 0, limit: int = 1000) -> list[dict]:
         async with self.db.transaction() as s:

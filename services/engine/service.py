@@ -20,7 +20,7 @@ from innominatus.engine.goldenpaths_service import STATE_KEY as GOLDEN_PATHS_STA
 from innominatus.engine.goldenpaths_service import golden_path_descriptor, register_golden_paths, stop_golden_paths
 from innominatus.engine.operations import RunOperations, decorate
 from innominatus.engine.v1 import engine_pb2, engine_pb2_grpc
-from innominatus.engine.scheduler import Scheduler
+from innominatus.engine.scheduler import Scheduler, group_blocker
 from innominatus.engine.workflows import WORKFLOWS, builtin_executors, builtin_workflow
 from innominatus.kit import context as reqctx
 from innominatus.kit import db
@@ -57,7 +57,15 @@ async def load_run(session, run_id: str) -> engine_pb2.Run | None:
     steps = (
         await session.execute(select(models.step_executions).where(models.step_executions.c.run_id == run_id))
     ).all()
-    return _run_proto(row, sorted(steps, key=_step_order))
+    return await with_waiting(session, row, _run_proto(row, sorted(steps, key=_step_order)))
+
+
+async def with_waiting(session, row, run: engine_pb2.Run) -> engine_pb2.Run:
+    """Set ``waiting_for``: the run of its concurrency group a PENDING run waits for."""
+    blocker = await group_blocker(session, row)
+    if blocker is not None:
+        run.waiting_for = f"runs/{blocker.id}"
+    return run
 
 
 def _run_proto(row, steps) -> engine_pb2.Run:
@@ -70,6 +78,7 @@ def _run_proto(row, steps) -> engine_pb2.Run:
         creator=row.creator,
         error=row.error,
         etag=f'W/"{row.version}"',
+        concurrency_group=getattr(row, "concurrency_key", None) or "",
     )
     times.set_time(run.create_time, row.created_at)
     times.set_time(run.update_time, row.updated_at)
@@ -150,10 +159,14 @@ class EngineServicer(RunOperations, engine_pb2_grpc.EngineServiceServicer):
             inputs = json_format.MessageToDict(request.inputs)
             # Built per run from its inputs (a deploy run gets one provision step per claimed
             # resource); the run stores this definition, so a resumed run keeps its steps.
+            # Deploys (and removals) of one application in one environment run one at a time,
+            # in the order they were started: an older run's steps never interleave with a
+            # newer one's (e.g. its release of a resource the newer version claims again).
             run_id = await self.scheduler.create_run(
                 session, builtin_workflow(request.workflow, inputs), inputs,
                 application=request.application, environment=request.environment, creator=creator,
                 request_id=request.request_id or None,
+                concurrency_key=f"{request.application}/{request.environment}",
             )
             # Wake the scheduler once the run is committed, not before.
             event.listen(session.sync_session, "after_commit", lambda _s: self.scheduler.wakeup.set(), once=True)
@@ -197,7 +210,7 @@ class EngineServicer(RunOperations, engine_pb2_grpc.EngineServiceServicer):
             steps = (
                 await session.execute(select(models.step_executions).where(models.step_executions.c.run_id == row.id))
             ).all()
-            out.append(_run_proto(row, sorted(steps, key=_step_order)))
+            out.append(await with_waiting(session, row, _run_proto(row, sorted(steps, key=_step_order))))
         return engine_pb2.ListRunsResponse(runs=out, next_page_token=token)
 
 

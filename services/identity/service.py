@@ -402,6 +402,18 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         row = await _team_row(session, slug)
         return identity_pb2.CreateTeamResponse(team=_team_proto(row, members))
 
+    async def GetTeam(self, request, context):
+        slug = _require_name(request.name, "teams", "name")
+        session = db.session()
+        row = await _team_row(session, slug)
+        if row is None:
+            raise NotFound(
+                f"team 'teams/{slug}' not found (innominatus teams list shows the teams)",
+                reason="TEAM_NOT_FOUND", metadata={"team": f"teams/{slug}"},
+            )
+        members = (await _members_by_team(session, [slug]))[slug]
+        return identity_pb2.GetTeamResponse(team=_team_proto(row, members))
+
     async def ListTeams(self, request, context):
         table = models.teams
         session = db.session()

@@ -39,6 +39,7 @@ from innominatus.resources.v1 import resources_pb2, resources_pb2_grpc
 from innominatus.specs import diff as specdiff
 from innominatus.specs import gitops, models, teams
 from innominatus.specs.environments import approval_of, check_approval, default_approval, etag_of
+from innominatus.specs.identity_names import IdentityNames
 from innominatus.specs.checks import resource_dependencies
 from innominatus.specs.deployment_sets import DeploymentSetError, build_set, diff_sets
 from innominatus.specs.render import RenderError, render_workload
@@ -115,6 +116,8 @@ ENVIRONMENT_UPDATABLE = ("requires_approval", "approvers")
 class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        # Users and teams named in requests must exist at identity (specs/identity_names.py).
+        self.identity_names = IdentityNames(runtime.peers)
 
     async def ValidateWorkload(self, request, context):
         result = validate_score(request.score_yaml)
@@ -142,6 +145,7 @@ class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
         required = env.requires_approval if env.HasField("requires_approval") else defaults.required
         approvers = list(env.approvers) or (list(defaults.approvers) if required else [])
         approval = check_approval(required, approvers)
+        await self.identity_names.check_approvers(approvers)
         session = db.session()
         table = models.environments
         try:
@@ -212,6 +216,10 @@ class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
         required = env.requires_approval if "requires_approval" in paths else current.required
         approvers = list(env.approvers) if "approvers" in paths else list(current.approvers)
         approval = check_approval(required, approvers)
+        if "approvers" in paths:
+            # Only the approvers this request names: switching approval on or off keeps the
+            # stored ones, which were checked when they were set.
+            await self.identity_names.check_approvers(approvers)
         # Only this row's settings change: runs already started keep the gate in their
         # definition snapshot; the next deployment's run is built from these.
         await session.execute(
@@ -280,7 +288,8 @@ class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
                 return specs_pb2.CreateDeploymentResponse(deployment=_deployment_proto(existing), run=run,
                                                           team=f"teams/{owner.team}" if owner and owner.team else "")
         # The owning team (the policy already saw it in input.facts: membership and quotas).
-        team, owner = await teams.resolve_team(session, application, request.team)
+        team, owner = await teams.resolve_team(session, application, request.team,
+                                               self.identity_names.require_team)
         await teams.record_owner(session, application, team, owner, creator)
 
         environment_type = await self._environment_type(session, request.environment)
@@ -1155,10 +1164,16 @@ def _struct(value: dict) -> struct_pb2.Struct:
 
 def definition() -> ServiceDefinition:
     def register(server, runtime: Runtime) -> None:
-        specs_pb2_grpc.add_SpecsServiceServicer_to_server(SpecsServicer(runtime), server)
-        # Team ownership and quotas: what the policy decides them on (specs/teams.py).
+        servicer = SpecsServicer(runtime)
+        specs_pb2_grpc.add_SpecsServiceServicer_to_server(servicer, server)
+        # Team ownership and quotas: what the policy decides them on (specs/teams.py). A team
+        # the request names must exist, checked here already (before the policy).
         service = specs_pb2.DESCRIPTOR.services_by_name["SpecsService"].full_name
-        runtime.register_policy_facts(f"/{service}/CreateDeployment", teams.create_deployment_facts)
+
+        async def create_deployment_facts(request) -> dict:
+            return await teams.create_deployment_facts(request, servicer.identity_names.require_team)
+
+        runtime.register_policy_facts(f"/{service}/CreateDeployment", create_deployment_facts)
         runtime.register_policy_facts(f"/{service}/RollbackDeployment", teams.rollback_deployment_facts)
         runtime.register_policy_facts(f"/{service}/DeleteApplication", teams.delete_application_facts)
 

@@ -14,6 +14,8 @@ resource several of them share counted once).
 
 from __future__ import annotations
 
+from typing import Awaitable, Callable
+
 from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 
@@ -43,12 +45,17 @@ async def owner(session, application: str):
     return (await session.execute(select(table).where(table.c.name == application))).one_or_none()
 
 
-async def resolve_team(session, application: str, requested: str):
+async def resolve_team(session, application: str, requested: str,
+                       verify: Callable[[str], Awaitable[None]] | None = None):
     """The team that owns (or will own) ``application`` and its ownership row (None if new).
 
     An owned application keeps its team; a new one takes the named team, else the deploying
     user's only team, else none (a user in no team). A user in several teams must name one.
     An existing application no team owns stays so unless a team is named (which claims it).
+
+    ``verify(team)`` raises unless a team the request names exists (specs/identity_names.py):
+    called only when that name is about to become an owner. Redeploying an owned application
+    asks nothing, and a defaulted team comes from the user's token, which identity issued.
     """
     wanted = team_slug(requested) if requested.strip() else ""
     row = await owner(session, application)
@@ -63,6 +70,8 @@ async def resolve_team(session, application: str, requested: str):
                           "requested_team": f"teams/{wanted}"},
             )
         return row.team, row
+    if wanted and verify is not None:
+        await verify(wanted)
     if wanted or row is not None:
         return wanted, row
     mine = _subject_teams()
@@ -149,9 +158,11 @@ async def quota_facts(session, *, team: str, application: str, application_new: 
 # -- the providers the specs service registers (request -> input.facts) --------------------------
 
 
-async def create_deployment_facts(request) -> dict:
+async def create_deployment_facts(request, verify: Callable[[str], Awaitable[None]] | None = None) -> dict:
     """Facts of CreateDeployment. Empty when the request is invalid: the handler refuses it
-    with the findings, which say more than a quota would."""
+    with the findings, which say more than a quota would. ``verify``: as for resolve_team; a
+    team that does not exist is refused here, before the policy would only say its name is
+    not one of the user's teams."""
     result = validate_score(request.score_yaml)
     if not result.valid or not request.environment:
         return {}
@@ -159,7 +170,7 @@ async def create_deployment_facts(request) -> dict:
     check_name(application, "application")
     check_name(request.environment, "environment")
     session = db.session()
-    team, row = await resolve_team(session, application, request.team)
+    team, row = await resolve_team(session, application, request.team, verify)
     return await quota_facts(session, team=team, application=application, application_new=row is None,
                              environment=request.environment, workload=result.workload,
                              claims=len((result.document or {}).get("resources") or {}))

@@ -29,7 +29,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from innominatus.common.v1 import method_policy_pb2 as innominatus_dot_common_dot_v1_dot_method__policy__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"innominatus/engine/v1/engine.proto\x12\x15innominatus.engine.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a)innominatus/common/v1/method_policy.proto\"\xf6\x02\n\x04Step\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12/\n\x05state\x18\x03 \x01(\x0e\x32 .innominatus.engine.v1.StepState\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\x05\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07message\x18\x07 \x01(\t\x12(\n\x07outputs\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07step_id\x18\t \x01(\t\x12\x11\n\titeration\x18\n \x01(\x05\x12\x12\n\ndepends_on\x18\x0b \x03(\t\x12+\n\x08\x64uration\x18\x0c \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tapprovers\x18\r \x03(\t\"\xcb\x02\n\x03Run\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08workflow\x18\x02 \x01(\t\x12\x13\n\x0b\x61pplication\x18\x03 \x01(\t\x12\x13\n\x0b\x65nvironment\x18\x04 \x01(\t\x12.\n\x05state\x18\x05 \x01(\x0e\x32\x1f.innominatus.engine.v1.RunState\x12*\n\x05steps\x18\x06 \x03(\x0b\x32\x1b.innominatus.engine.v1.Step\x12\x0f\n\x07\x63reator\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\n \x01(\t\x12\x0c\n\x04\x65tag\x18\x0b \x01(\t\x12\x0e\n\x06paused\x18\x0c \x01(\x08\"\x8a\x01\n\x0fStartRunRequest\x12\x10\n\x08workflow\x18\x01 \x01(\t\x12\x13\n\x0b\x61pplication\x18\x02 \x01(\t\x12\x13\n\x0b\x65nvironment\x18\x03 \x01(\t\x12\'\n\x06inputs\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nrequest_id\x18\x05 \x01(\t\";\n\x10StartRunResponse\x12\'\n\x03run\x18\x01 \x01(\x0b\x32\x1a.innominatus.engine.v1.Run\"\x1d\n\rGetRunRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x0eGetRunResponse\x12\'\n\x03run\x18\x01 \x01(\x0b\x32\x1a.innominatus.engine.v1.Run\"M\n\x0fListRunsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x13\n\x0b\x61pplication\x18\x03 \x01(\t\"U\n\x10ListRunsResponse\x12(\n\x04runs\x18\x01 \x03(\x0b\x32\x1a.innominatus.engine.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\" \n\x10\x43\x61ncelRunRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"<\n\x11\x43\x61ncelRunResponse\x12\'\n\x03run\x18\x01 \x01(\x0b\x32\x1a.innominatus.engine.v1.Run\"\x1f\n\x0fRetryRunRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\";\n\x10RetryRunResponse\x12\'\n\x03run\x18\x01 \x01(\x0b\x32\x1a.innominatus.engine.v1.Run\"\x1f\n\x0fPauseRunRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\";\n\x10PauseRunResponse\x12\'\n\x03run\x18\x01 \x01(\x0b\x32\x1a.innominatus.engine.v1.Run\" \n\x10ResumeRunRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"<\n\x11ResumeRunResponse\x12\'\n\x03run\x18\x01 \x01(\x0b\x32\x1a.innominatus.engine.v1.Run\"2\n\x12\x41pproveStepRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\">\n\x13\x41pproveStepResponse\x12\'\n\x03run\x18\x01 \x01(\x0b\x32\x1a.innominatus.engine.v1.Run\"1\n\x11RejectStepRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"=\n\x12RejectStepResponse\x12\'\n\x03run\x18\x01 \x01(\x0b\x32\x1a.innominatus.engine.v1.Run\"K\n\x16StreamRunEventsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\x12\x10\n\x08snapshot\x18\x03 \x01(\x08\"\x9e\x01\n\x08RunEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0c\n\x04step\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12.\n\x05state\x18\x06 \x01(\x0e\x32\x1f.innominatus.engine.v1.RunState\"I\n\x17StreamRunEventsResponse\x12.\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1f.innominatus.engine.v1.RunEvent*\x9b\x01\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11RUN_STATE_PENDING\x10\x01\x12\x15\n\x11RUN_STATE_RUNNING\x10\x02\x12\x17\n\x13RUN_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10RUN_STATE_FAILED\x10\x04\x12\x17\n\x13RUN_STATE_CANCELLED\x10\x05*\xf7\x01\n\tStepState\x12\x1a\n\x16STEP_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12STEP_STATE_PENDING\x10\x01\x12\x16\n\x12STEP_STATE_RUNNING\x10\x02\x12\x18\n\x14STEP_STATE_SUCCEEDED\x10\x03\x12\x15\n\x11STEP_STATE_FAILED\x10\x04\x12\x16\n\x12STEP_STATE_SKIPPED\x10\x05\x12\x1f\n\x1bSTEP_STATE_WAITING_APPROVAL\x10\x06\x12\x18\n\x14STEP_STATE_CANCELLED\x10\x07\x12\x1a\n\x16STEP_STATE_COMPENSATED\x10\x08\x32\x9f\x0c\n\rEngineService\x12\xa5\x01\n\x08StartRun\x12&.innominatus.engine.v1.StartRunRequest\x1a\'.innominatus.engine.v1.StartRunResponse\"H\x92\x82\x19-\x08\x01\x12\nruns.start\x1a\x03run\"\x07gateway\"\x08tool/cli\"\x05specs\x82\xd3\xe4\x93\x02\x11\"\x0c/api/v1/runs:\x01*\x12t\n\x06GetRun\x12$.innominatus.engine.v1.GetRunRequest\x1a%.innominatus.engine.v1.GetRunResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/api/v1/{name=runs/*}\x12q\n\x08ListRuns\x12&.innominatus.engine.v1.ListRunsRequest\x1a\'.innominatus.engine.v1.ListRunsResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/api/v1/runs\x12\x9f\x01\n\tCancelRun\x12\'.innominatus.engine.v1.CancelRunRequest\x1a(.innominatus.engine.v1.CancelRunResponse\"?\x92\x82\x19\x14\x08\x01\x12\x0bruns.cancel\x1a\x03run\x82\xd3\xe4\x93\x02!\"\x1c/api/v1/{name=runs/*}:cancel:\x01*\x12\x9a\x01\n\x08RetryRun\x12&.innominatus.engine.v1.RetryRunRequest\x1a\'.innominatus.engine.v1.RetryRunResponse\"=\x92\x82\x19\x13\x08\x01\x12\nruns.retry\x1a\x03run\x82\xd3\xe4\x93\x02 \"\x1b/api/v1/{name=runs/*}:retry:\x01*\x12\x9a\x01\n\x08PauseRun\x12&.innominatus.engine.v1.PauseRunRequest\x1a\'.innominatus.engine.v1.PauseRunResponse\"=\x92\x82\x19\x13\x08\x01\x12\nruns.pause\x1a\x03run\x82\xd3\xe4\x93\x02 \"\x1b/api/v1/{name=runs/*}:pause:\x01*\x12\x9f\x01\n\tResumeRun\x12\'.innominatus.engine.v1.ResumeRunRequest\x1a(.innominatus.engine.v1.ResumeRunResponse\"?\x92\x82\x19\x14\x08\x01\x12\x0bruns.resume\x1a\x03run\x82\xd3\xe4\x93\x02!\"\x1c/api/v1/{name=runs/*}:resume:\x01*\x12\xaf\x01\n\x0b\x41pproveStep\x12).innominatus.engine.v1.ApproveStepRequest\x1a*.innominatus.engine.v1.ApproveStepResponse\"I\x92\x82\x19\x15\x08\x01\x12\x0cruns.approve\x1a\x03run\x82\xd3\xe4\x93\x02*\"%/api/v1/{name=runs/*/steps/*}:approve:\x01*\x12\xab\x01\n\nRejectStep\x12(.innominatus.engine.v1.RejectStepRequest\x1a).innominatus.engine.v1.RejectStepResponse\"H\x92\x82\x19\x15\x08\x01\x12\x0cruns.approve\x1a\x03run\x82\xd3\xe4\x93\x02)\"$/api/v1/{name=runs/*/steps/*}:reject:\x01*\x12\x9e\x01\n\x0fStreamRunEvents\x12-.innominatus.engine.v1.StreamRunEventsRequest\x1a..innominatus.engine.v1.StreamRunEventsResponse\"*\x82\xd3\xe4\x93\x02$\x12\"/api/v1/{name=runs/*}:streamEvents0\x01\x42JZHgithub.com/innominatus/innominatus/gen/go/innominatus/engine/v1;enginev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"innominatus/engine/v1/engine.proto\x12\x15innominatus.engine.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a)innominatus/common/v1/method_policy.proto\"\xf6\x02\n\x04Step\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12/\n\x05state\x18\x03 \x01(\x0e\x32 .innominatus.engine.v1.StepState\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\x05\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07message\x18\x07 \x01(\t\x12(\n\x07outputs\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x0f\n\x07step_id\x18\t \x01(\t\x12\x11\n\titeration\x18\n \x01(\x05\x12\x12\n\ndepends_on\x18\x0b \x03(\t\x12+\n\x08\x64uration\x18\x0c \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tapprovers\x18\r \x03(\t\"\xfb\x02\n\x03Run\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08workflow\x18\x02 \x01(\t\x12\x13\n\x0b\x61pplication\x18\x03 \x01(\t\x12\x13\n\x0b\x65nvironment\x18\x04 \x01(\t\x12.\n\x05state\x18\x05 \x01(\x0e\x32\x1f.innominatus.engine.v1.RunState\x12*\n\x05steps\x18\x06 \x03(\x0b\x32\x1b.innominatus.engine.v1.Step\x12\x0f\n\x07\x63reator\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\n \x01(\t\x12\x0c\n\x04\x65tag\x18\x0b \x01(\t\x12\x0e\n\x06paused\x18\x0c \x01(\x08\x12\x19\n\x11\x63oncurrency_group\x18\r \x01(\t\x12\x13\n\x0bwaiting_for\x18\x0e \x01(\t\"\x8a\x01\n\x0fStartRunRequest\x12\x10\n\x08workflow\x18\x01 \x01(\t\x12\x13\n\x0b\x61pplication\x18\x02 \x01(\t\x12\x13\n\x0b\x65nvironment\x18\x03 \x01(\t\x12\'\n\x06inputs\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nrequest_id\x18\x05 \x01(\t\";\n\x10StartRunResponse\x12\'\n\x03run\x18\x01 \x01(\x0b\x32\x1a.innominatus.engine.v1.Run\"\x1d\n\rGetRunRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x0eGetRunResponse\x12\'\n\x03run\x18\x01 \x01(\x0b\x32\x1a.innominatus.engine.v1.Run\"M\n\x0fListRunsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x13\n\x0b\x61pplication\x18\x03 \x01(\t\"U\n\x10ListRunsResponse\x12(\n\x04runs\x18\x01 \x03(\x0b\x32\x1a.innominatus.engine.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\" \n\x10\x43\x61ncelRunRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"<\n\x11\x43\x61ncelRunResponse\x12\'\n\x03run\x18\x01 \x01(\x0b\x32\x1a.innominatus.engine.v1.Run\"\x1f\n\x0fRetryRunRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\";\n\x10RetryRunResponse\x12\'\n\x03run\x18\x01 \x01(\x0b\x32\x1a.innominatus.engine.v1.Run\"\x1f\n\x0fPauseRunRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\";\n\x10PauseRunResponse\x12\'\n\x03run\x18\x01 \x01(\x0b\x32\x1a.innominatus.engine.v1.Run\" \n\x10ResumeRunRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"<\n\x11ResumeRunResponse\x12\'\n\x03run\x18\x01 \x01(\x0b\x32\x1a.innominatus.engine.v1.Run\"2\n\x12\x41pproveStepRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\">\n\x13\x41pproveStepResponse\x12\'\n\x03run\x18\x01 \x01(\x0b\x32\x1a.innominatus.engine.v1.Run\"1\n\x11RejectStepRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"=\n\x12RejectStepResponse\x12\'\n\x03run\x18\x01 \x01(\x0b\x32\x1a.innominatus.engine.v1.Run\"K\n\x16StreamRunEventsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x11\n\tafter_seq\x18\x02 \x01(\x03\x12\x10\n\x08snapshot\x18\x03 \x01(\x08\"\x9e\x01\n\x08RunEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0c\n\x04step\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12.\n\x05state\x18\x06 \x01(\x0e\x32\x1f.innominatus.engine.v1.RunState\"I\n\x17StreamRunEventsResponse\x12.\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1f.innominatus.engine.v1.RunEvent*\x9b\x01\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11RUN_STATE_PENDING\x10\x01\x12\x15\n\x11RUN_STATE_RUNNING\x10\x02\x12\x17\n\x13RUN_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10RUN_STATE_FAILED\x10\x04\x12\x17\n\x13RUN_STATE_CANCELLED\x10\x05*\xf7\x01\n\tStepState\x12\x1a\n\x16STEP_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12STEP_STATE_PENDING\x10\x01\x12\x16\n\x12STEP_STATE_RUNNING\x10\x02\x12\x18\n\x14STEP_STATE_SUCCEEDED\x10\x03\x12\x15\n\x11STEP_STATE_FAILED\x10\x04\x12\x16\n\x12STEP_STATE_SKIPPED\x10\x05\x12\x1f\n\x1bSTEP_STATE_WAITING_APPROVAL\x10\x06\x12\x18\n\x14STEP_STATE_CANCELLED\x10\x07\x12\x1a\n\x16STEP_STATE_COMPENSATED\x10\x08\x32\x9f\x0c\n\rEngineService\x12\xa5\x01\n\x08StartRun\x12&.innominatus.engine.v1.StartRunRequest\x1a\'.innominatus.engine.v1.StartRunResponse\"H\x92\x82\x19-\x08\x01\x12\nruns.start\x1a\x03run\"\x07gateway\"\x08tool/cli\"\x05specs\x82\xd3\xe4\x93\x02\x11\"\x0c/api/v1/runs:\x01*\x12t\n\x06GetRun\x12$.innominatus.engine.v1.GetRunRequest\x1a%.innominatus.engine.v1.GetRunResponse\"\x1d\x82\xd3\xe4\x93\x02\x17\x12\x15/api/v1/{name=runs/*}\x12q\n\x08ListRuns\x12&.innominatus.engine.v1.ListRunsRequest\x1a\'.innominatus.engine.v1.ListRunsResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/api/v1/runs\x12\x9f\x01\n\tCancelRun\x12\'.innominatus.engine.v1.CancelRunRequest\x1a(.innominatus.engine.v1.CancelRunResponse\"?\x92\x82\x19\x14\x08\x01\x12\x0bruns.cancel\x1a\x03run\x82\xd3\xe4\x93\x02!\"\x1c/api/v1/{name=runs/*}:cancel:\x01*\x12\x9a\x01\n\x08RetryRun\x12&.innominatus.engine.v1.RetryRunRequest\x1a\'.innominatus.engine.v1.RetryRunResponse\"=\x92\x82\x19\x13\x08\x01\x12\nruns.retry\x1a\x03run\x82\xd3\xe4\x93\x02 \"\x1b/api/v1/{name=runs/*}:retry:\x01*\x12\x9a\x01\n\x08PauseRun\x12&.innominatus.engine.v1.PauseRunRequest\x1a\'.innominatus.engine.v1.PauseRunResponse\"=\x92\x82\x19\x13\x08\x01\x12\nruns.pause\x1a\x03run\x82\xd3\xe4\x93\x02 \"\x1b/api/v1/{name=runs/*}:pause:\x01*\x12\x9f\x01\n\tResumeRun\x12\'.innominatus.engine.v1.ResumeRunRequest\x1a(.innominatus.engine.v1.ResumeRunResponse\"?\x92\x82\x19\x14\x08\x01\x12\x0bruns.resume\x1a\x03run\x82\xd3\xe4\x93\x02!\"\x1c/api/v1/{name=runs/*}:resume:\x01*\x12\xaf\x01\n\x0b\x41pproveStep\x12).innominatus.engine.v1.ApproveStepRequest\x1a*.innominatus.engine.v1.ApproveStepResponse\"I\x92\x82\x19\x15\x08\x01\x12\x0cruns.approve\x1a\x03run\x82\xd3\xe4\x93\x02*\"%/api/v1/{name=runs/*/steps/*}:approve:\x01*\x12\xab\x01\n\nRejectStep\x12(.innominatus.engine.v1.RejectStepRequest\x1a).innominatus.engine.v1.RejectStepResponse\"H\x92\x82\x19\x15\x08\x01\x12\x0cruns.approve\x1a\x03run\x82\xd3\xe4\x93\x02)\"$/api/v1/{name=runs/*/steps/*}:reject:\x01*\x12\x9e\x01\n\x0fStreamRunEvents\x12-.innominatus.engine.v1.StreamRunEventsRequest\x1a..innominatus.engine.v1.StreamRunEventsResponse\"*\x82\xd3\xe4\x93\x02$\x12\"/api/v1/{name=runs/*}:streamEvents0\x01\x42JZHgithub.com/innominatus/innominatus/gen/go/innominatus/engine/v1;enginev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -57,56 +57,56 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENGINESERVICE'].methods_by_name['RejectStep']._serialized_options = b'\222\202\031\025\010\001\022\014runs.approve\032\003run\202\323\344\223\002)\"$/api/v1/{name=runs/*/steps/*}:reject:\001*'
   _globals['_ENGINESERVICE'].methods_by_name['StreamRunEvents']._loaded_options = None
   _globals['_ENGINESERVICE'].methods_by_name['StreamRunEvents']._serialized_options = b'\202\323\344\223\002$\022\"/api/v1/{name=runs/*}:streamEvents'
-  _globals['_RUNSTATE']._serialized_start=2322
-  _globals['_RUNSTATE']._serialized_end=2477
-  _globals['_STEPSTATE']._serialized_start=2480
-  _globals['_STEPSTATE']._serialized_end=2727
+  _globals['_RUNSTATE']._serialized_start=2370
+  _globals['_RUNSTATE']._serialized_end=2525
+  _globals['_STEPSTATE']._serialized_start=2528
+  _globals['_STEPSTATE']._serialized_end=2775
   _globals['_STEP']._serialized_start=230
   _globals['_STEP']._serialized_end=604
   _globals['_RUN']._serialized_start=607
-  _globals['_RUN']._serialized_end=938
-  _globals['_STARTRUNREQUEST']._serialized_start=941
-  _globals['_STARTRUNREQUEST']._serialized_end=1079
-  _globals['_STARTRUNRESPONSE']._serialized_start=1081
-  _globals['_STARTRUNRESPONSE']._serialized_end=1140
-  _globals['_GETRUNREQUEST']._serialized_start=1142
-  _globals['_GETRUNREQUEST']._serialized_end=1171
-  _globals['_GETRUNRESPONSE']._serialized_start=1173
-  _globals['_GETRUNRESPONSE']._serialized_end=1230
-  _globals['_LISTRUNSREQUEST']._serialized_start=1232
-  _globals['_LISTRUNSREQUEST']._serialized_end=1309
-  _globals['_LISTRUNSRESPONSE']._serialized_start=1311
-  _globals['_LISTRUNSRESPONSE']._serialized_end=1396
-  _globals['_CANCELRUNREQUEST']._serialized_start=1398
-  _globals['_CANCELRUNREQUEST']._serialized_end=1430
-  _globals['_CANCELRUNRESPONSE']._serialized_start=1432
-  _globals['_CANCELRUNRESPONSE']._serialized_end=1492
-  _globals['_RETRYRUNREQUEST']._serialized_start=1494
-  _globals['_RETRYRUNREQUEST']._serialized_end=1525
-  _globals['_RETRYRUNRESPONSE']._serialized_start=1527
-  _globals['_RETRYRUNRESPONSE']._serialized_end=1586
-  _globals['_PAUSERUNREQUEST']._serialized_start=1588
-  _globals['_PAUSERUNREQUEST']._serialized_end=1619
-  _globals['_PAUSERUNRESPONSE']._serialized_start=1621
-  _globals['_PAUSERUNRESPONSE']._serialized_end=1680
-  _globals['_RESUMERUNREQUEST']._serialized_start=1682
-  _globals['_RESUMERUNREQUEST']._serialized_end=1714
-  _globals['_RESUMERUNRESPONSE']._serialized_start=1716
-  _globals['_RESUMERUNRESPONSE']._serialized_end=1776
-  _globals['_APPROVESTEPREQUEST']._serialized_start=1778
-  _globals['_APPROVESTEPREQUEST']._serialized_end=1828
-  _globals['_APPROVESTEPRESPONSE']._serialized_start=1830
-  _globals['_APPROVESTEPRESPONSE']._serialized_end=1892
-  _globals['_REJECTSTEPREQUEST']._serialized_start=1894
-  _globals['_REJECTSTEPREQUEST']._serialized_end=1943
-  _globals['_REJECTSTEPRESPONSE']._serialized_start=1945
-  _globals['_REJECTSTEPRESPONSE']._serialized_end=2006
-  _globals['_STREAMRUNEVENTSREQUEST']._serialized_start=2008
-  _globals['_STREAMRUNEVENTSREQUEST']._serialized_end=2083
-  _globals['_RUNEVENT']._serialized_start=2086
-  _globals['_RUNEVENT']._serialized_end=2244
-  _globals['_STREAMRUNEVENTSRESPONSE']._serialized_start=2246
-  _globals['_STREAMRUNEVENTSRESPONSE']._serialized_end=2319
-  _globals['_ENGINESERVICE']._serialized_start=2730
-  _globals['_ENGINESERVICE']._serialized_end=4297
+  _globals['_RUN']._serialized_end=986
+  _globals['_STARTRUNREQUEST']._serialized_start=989
+  _globals['_STARTRUNREQUEST']._serialized_end=1127
+  _globals['_STARTRUNRESPONSE']._serialized_start=1129
+  _globals['_STARTRUNRESPONSE']._serialized_end=1188
+  _globals['_GETRUNREQUEST']._serialized_start=1190
+  _globals['_GETRUNREQUEST']._serialized_end=1219
+  _globals['_GETRUNRESPONSE']._serialized_start=1221
+  _globals['_GETRUNRESPONSE']._serialized_end=1278
+  _globals['_LISTRUNSREQUEST']._serialized_start=1280
+  _globals['_LISTRUNSREQUEST']._serialized_end=1357
+  _globals['_LISTRUNSRESPONSE']._serialized_start=1359
+  _globals['_LISTRUNSRESPONSE']._serialized_end=1444
+  _globals['_CANCELRUNREQUEST']._serialized_start=1446
+  _globals['_CANCELRUNREQUEST']._serialized_end=1478
+  _globals['_CANCELRUNRESPONSE']._serialized_start=1480
+  _globals['_CANCELRUNRESPONSE']._serialized_end=1540
+  _globals['_RETRYRUNREQUEST']._serialized_start=1542
+  _globals['_RETRYRUNREQUEST']._serialized_end=1573
+  _globals['_RETRYRUNRESPONSE']._serialized_start=1575
+  _globals['_RETRYRUNRESPONSE']._serialized_end=1634
+  _globals['_PAUSERUNREQUEST']._serialized_start=1636
+  _globals['_PAUSERUNREQUEST']._serialized_end=1667
+  _globals['_PAUSERUNRESPONSE']._serialized_start=1669
+  _globals['_PAUSERUNRESPONSE']._serialized_end=1728
+  _globals['_RESUMERUNREQUEST']._serialized_start=1730
+  _globals['_RESUMERUNREQUEST']._serialized_end=1762
+  _globals['_RESUMERUNRESPONSE']._serialized_start=1764
+  _globals['_RESUMERUNRESPONSE']._serialized_end=1824
+  _globals['_APPROVESTEPREQUEST']._serialized_start=1826
+  _globals['_APPROVESTEPREQUEST']._serialized_end=1876
+  _globals['_APPROVESTEPRESPONSE']._serialized_start=1878
+  _globals['_APPROVESTEPRESPONSE']._serialized_end=1940
+  _globals['_REJECTSTEPREQUEST']._serialized_start=1942
+  _globals['_REJECTSTEPREQUEST']._serialized_end=1991
+  _globals['_REJECTSTEPRESPONSE']._serialized_start=1993
+  _globals['_REJECTSTEPRESPONSE']._serialized_end=2054
+  _globals['_STREAMRUNEVENTSREQUEST']._serialized_start=2056
+  _globals['_STREAMRUNEVENTSREQUEST']._serialized_end=2131
+  _globals['_RUNEVENT']._serialized_start=2134
+  _globals['_RUNEVENT']._serialized_end=2292
+  _globals['_STREAMRUNEVENTSRESPONSE']._serialized_start=2294
+  _globals['_STREAMRUNEVENTSRESPONSE']._serialized_end=2367
+  _globals['_ENGINESERVICE']._serialized_start=2778
+  _globals['_ENGINESERVICE']._serialized_end=4345
 # @@protoc_insertion_point(module_scope)

@@ -81,7 +81,7 @@ class Step(_message.Message):
     def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., state: _Optional[_Union[StepState, str]] = ..., attempts: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message: _Optional[str] = ..., outputs: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., step_id: _Optional[str] = ..., iteration: _Optional[int] = ..., depends_on: _Optional[_Iterable[str]] = ..., duration: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., approvers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Run(_message.Message):
-    __slots__ = ("name", "workflow", "application", "environment", "state", "steps", "creator", "create_time", "update_time", "error", "etag", "paused")
+    __slots__ = ("name", "workflow", "application", "environment", "state", "steps", "creator", "create_time", "update_time", "error", "etag", "paused", "concurrency_group", "waiting_for")
     NAME_FIELD_NUMBER: _ClassVar[int]
     WORKFLOW_FIELD_NUMBER: _ClassVar[int]
     APPLICATION_FIELD_NUMBER: _ClassVar[int]
@@ -94,6 +94,8 @@ class Run(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     ETAG_FIELD_NUMBER: _ClassVar[int]
     PAUSED_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENCY_GROUP_FIELD_NUMBER: _ClassVar[int]
+    WAITING_FOR_FIELD_NUMBER: _ClassVar[int]
     name: str
     workflow: str
     application: str
@@ -106,7 +108,9 @@ class Run(_message.Message):
     error: str
     etag: str
     paused: bool
-    def __init__(self, name: _Optional[str] = ..., workflow: _Optional[str] = ..., application: _Optional[str] = ..., environment: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., creator: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., etag: _Optional[str] = ..., paused: _Optional[bool] = ...) -> None: ...
+    concurrency_group: str
+    waiting_for: str
+    def __init__(self, name: _Optional[str] = ..., workflow: _Optional[str] = ..., application: _Optional[str] = ..., environment: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., steps: _Optional[_Iterable[_Union[Step, _Mapping]]] = ..., creator: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[str] = ..., etag: _Optional[str] = ..., paused: _Optional[bool] = ..., concurrency_group: _Optional[str] = ..., waiting_for: _Optional[str] = ...) -> None: ...
 
 class StartRunRequest(_message.Message):
     __slots__ = ("workflow", "application", "environment", "inputs", "request_id")

@@ -71,6 +71,11 @@ class IdentityServiceStub:
                 request_serializer=innominatus_dot_identity_dot_v1_dot_identity__pb2.CreateTeamRequest.SerializeToString,
                 response_deserializer=innominatus_dot_identity_dot_v1_dot_identity__pb2.CreateTeamResponse.FromString,
                 _registered_method=True)
+        self.GetTeam = channel.unary_unary(
+                '/innominatus.identity.v1.IdentityService/GetTeam',
+                request_serializer=innominatus_dot_identity_dot_v1_dot_identity__pb2.GetTeamRequest.SerializeToString,
+                response_deserializer=innominatus_dot_identity_dot_v1_dot_identity__pb2.GetTeamResponse.FromString,
+                _registered_method=True)
         self.ListTeams = channel.unary_unary(
                 '/innominatus.identity.v1.IdentityService/ListTeams',
                 request_serializer=innominatus_dot_identity_dot_v1_dot_identity__pb2.ListTeamsRequest.SerializeToString,
@@ -131,7 +136,8 @@ class IdentityServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetUser(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A user by resource name ("users/{username}"); NOT_FOUND / USER_NOT_FOUND when there is none.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -144,6 +150,13 @@ class IdentityServiceServicer:
 
     def CreateTeam(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTeam(self, request, context):
+        """A team by resource name ("teams/{team}"); NOT_FOUND / TEAM_NOT_FOUND when there is none.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -216,6 +229,11 @@ def add_IdentityServiceServicer_to_server(servicer, server):
                     servicer.CreateTeam,
                     request_deserializer=innominatus_dot_identity_dot_v1_dot_identity__pb2.CreateTeamRequest.FromString,
                     response_serializer=innominatus_dot_identity_dot_v1_dot_identity__pb2.CreateTeamResponse.SerializeToString,
+            ),
+            'GetTeam': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTeam,
+                    request_deserializer=innominatus_dot_identity_dot_v1_dot_identity__pb2.GetTeamRequest.FromString,
+                    response_serializer=innominatus_dot_identity_dot_v1_dot_identity__pb2.GetTeamResponse.SerializeToString,
             ),
             'ListTeams': grpc.unary_unary_rpc_method_handler(
                     servicer.ListTeams,
@@ -434,6 +452,33 @@ class IdentityService:
             '/innominatus.identity.v1.IdentityService/CreateTeam',
             innominatus_dot_identity_dot_v1_dot_identity__pb2.CreateTeamRequest.SerializeToString,
             innominatus_dot_identity_dot_v1_dot_identity__pb2.CreateTeamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTeam(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/innominatus.identity.v1.IdentityService/GetTeam',
+            innominatus_dot_identity_dot_v1_dot_identity__pb2.GetTeamRequest.SerializeToString,
+            innominatus_dot_identity_dot_v1_dot_identity__pb2.GetTeamResponse.FromString,
             options,
             channel_credentials,
             insecure,

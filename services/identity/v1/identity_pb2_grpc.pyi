@@ -43,8 +43,11 @@ class IdentityServiceStub:
     """The user the presented token belongs to."""
     CreateUser: _grpc.UnaryUnaryMultiCallable[_identity_pb2.CreateUserRequest, _identity_pb2.CreateUserResponse]
     GetUser: _grpc.UnaryUnaryMultiCallable[_identity_pb2.GetUserRequest, _identity_pb2.GetUserResponse]
+    """A user by resource name ("users/{username}"); NOT_FOUND / USER_NOT_FOUND when there is none."""
     ListUsers: _grpc.UnaryUnaryMultiCallable[_identity_pb2.ListUsersRequest, _identity_pb2.ListUsersResponse]
     CreateTeam: _grpc.UnaryUnaryMultiCallable[_identity_pb2.CreateTeamRequest, _identity_pb2.CreateTeamResponse]
+    GetTeam: _grpc.UnaryUnaryMultiCallable[_identity_pb2.GetTeamRequest, _identity_pb2.GetTeamResponse]
+    """A team by resource name ("teams/{team}"); NOT_FOUND / TEAM_NOT_FOUND when there is none."""
     ListTeams: _grpc.UnaryUnaryMultiCallable[_identity_pb2.ListTeamsRequest, _identity_pb2.ListTeamsResponse]
     AddTeamMember: _grpc.UnaryUnaryMultiCallable[_identity_pb2.AddTeamMemberRequest, _identity_pb2.AddTeamMemberResponse]
     CreateApiKey: _grpc.UnaryUnaryMultiCallable[_identity_pb2.CreateApiKeyRequest, _identity_pb2.CreateApiKeyResponse]
@@ -67,8 +70,11 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     """The user the presented token belongs to."""
     CreateUser: _aio.UnaryUnaryMultiCallable[_identity_pb2.CreateUserRequest, _identity_pb2.CreateUserResponse]  # type: ignore[assignment]
     GetUser: _aio.UnaryUnaryMultiCallable[_identity_pb2.GetUserRequest, _identity_pb2.GetUserResponse]  # type: ignore[assignment]
+    """A user by resource name ("users/{username}"); NOT_FOUND / USER_NOT_FOUND when there is none."""
     ListUsers: _aio.UnaryUnaryMultiCallable[_identity_pb2.ListUsersRequest, _identity_pb2.ListUsersResponse]  # type: ignore[assignment]
     CreateTeam: _aio.UnaryUnaryMultiCallable[_identity_pb2.CreateTeamRequest, _identity_pb2.CreateTeamResponse]  # type: ignore[assignment]
+    GetTeam: _aio.UnaryUnaryMultiCallable[_identity_pb2.GetTeamRequest, _identity_pb2.GetTeamResponse]  # type: ignore[assignment]
+    """A team by resource name ("teams/{team}"); NOT_FOUND / TEAM_NOT_FOUND when there is none."""
     ListTeams: _aio.UnaryUnaryMultiCallable[_identity_pb2.ListTeamsRequest, _identity_pb2.ListTeamsResponse]  # type: ignore[assignment]
     AddTeamMember: _aio.UnaryUnaryMultiCallable[_identity_pb2.AddTeamMemberRequest, _identity_pb2.AddTeamMemberResponse]  # type: ignore[assignment]
     CreateApiKey: _aio.UnaryUnaryMultiCallable[_identity_pb2.CreateApiKeyRequest, _identity_pb2.CreateApiKeyResponse]  # type: ignore[assignment]
@@ -117,7 +123,8 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _identity_pb2.GetUserRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_identity_pb2.GetUserResponse, _abc.Awaitable[_identity_pb2.GetUserResponse]]: ...
+    ) -> _typing.Union[_identity_pb2.GetUserResponse, _abc.Awaitable[_identity_pb2.GetUserResponse]]:
+        """A user by resource name ("users/{username}"); NOT_FOUND / USER_NOT_FOUND when there is none."""
 
     @_abc_1.abstractmethod
     def ListUsers(
@@ -132,6 +139,14 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _identity_pb2.CreateTeamRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_identity_pb2.CreateTeamResponse, _abc.Awaitable[_identity_pb2.CreateTeamResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetTeam(
+        self,
+        request: _identity_pb2.GetTeamRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.GetTeamResponse, _abc.Awaitable[_identity_pb2.GetTeamResponse]]:
+        """A team by resource name ("teams/{team}"); NOT_FOUND / TEAM_NOT_FOUND when there is none."""
 
     @_abc_1.abstractmethod
     def ListTeams(
