@@ -1,6 +1,7 @@
-"""Only members of the team owning an application (and admins) may remove it or run golden paths
-against it: specs gives DeleteApplication's policy the owner (input.facts), the engine asks specs
-(GetApplicationOwner) for the owner of the application a RunGoldenPath or StartRun names, and
+"""Only members of the team owning an application (and admins) may remove it, run golden paths
+against it or cancel/retry/pause/resume its runs: specs gives DeleteApplication's policy the owner
+(input.facts), the engine asks specs (GetApplicationOwner) for the owner of the application a
+RunGoldenPath or StartRun names, or the run a run operation names acts on, and
 policies/innominatus/authz.rego denies everyone else. An application no team owns stays open.
 The whole platform on a fresh PostgreSQL database, with the shipped policy."""
 
@@ -12,12 +13,16 @@ import subprocess
 import pytest
 
 from innominatus.cli.main import main
+from innominatus.engine import models as engine_models
 from innominatus.engine.app_owners import ApplicationOwnerUnavailable, OwnerFacts
+from innominatus.engine.v1 import engine_pb2
 from innominatus.identity.v1 import identity_pb2, identity_pb2_grpc
 from innominatus.kit import context as reqctx
 from innominatus.kit.context import Peer, RequestContext, Subject
+from innominatus.kit.db import Database
 from innominatus.specs.v1 import specs_pb2
-from tests.helpers.runs import deploy, steps_by_id, wait_for_run
+from tests.helpers.database import drop_database, fresh_database
+from tests.helpers.runs import awaits_approval, deploy, get_run, start_deployment, steps_by_id, wait_for_run
 
 pytestmark = pytest.mark.postgres
 
@@ -237,6 +242,88 @@ async def test_runs_against_an_application_are_refused_while_specs_cannot_say_wh
         assert other.status_code == 200, other.text
 
 
+# -- run operations on a team's application's runs ---------------------------------------------
+
+
+async def _gated_deploy_run(platform, tokens, who: str = "pam") -> str:
+    """A deployment of `cart` to a staging environment that requires approval, started by
+    ``who``: its run stays active, waiting at the gate. The run's name."""
+    async with platform.http(tokens["admin"]) as root:
+        created = await root.post("/api/v1/environments", json={"environment": {
+            "name": "staging", "type": "ENVIRONMENT_TYPE_STAGING", "requiresApproval": True,
+            "approvers": ["role:platform-engineer"]}})
+        assert created.status_code == 200, created.text
+    async with platform.http(tokens[who]) as http:
+        started = await start_deployment(http, _score("cart"), "staging")
+        name = started["run"]["name"]
+        await wait_for_run(http, name, awaits_approval("approve"), timeout=60, what="approve waiting")
+    return name
+
+
+async def test_only_members_of_the_owning_team_may_cancel_its_runs(setup):
+    platform, tokens = setup
+    name = await _gated_deploy_run(platform, tokens)
+    async with platform.http(tokens["pam"]) as http:
+        before = await get_run(http, name)
+    assert before["state"] == "RUN_STATE_RUNNING", before
+
+    for other in ("wes", "nora", "pat"):  # another team's developer, a developer in no team, a PE
+        async with platform.http(tokens[other]) as http:
+            cancelled = await http.post(f"/api/v1/{name}:cancel", json={})
+            _denied(cancelled, f'user "{other}" is not a member of team "payments", which owns application "cart"',
+                    "only members of teams/payments may cancel runs of it")
+    async with platform.http(tokens["wes"]) as http:
+        paused = await http.post(f"/api/v1/{name}:pause", json={})
+        _denied(paused, "only members of teams/payments may pause runs of it")
+
+    async with platform.http(tokens["pam"]) as http:
+        # Nothing changed: still waiting at the gate, not paused, not asked to stop.
+        after = await get_run(http, name)
+        assert after["state"] == before["state"] and after.get("paused", False) is False
+        assert steps_by_id(after)["approve"]["state"] == "STEP_STATE_WAITING_APPROVAL"
+
+        cancelled = await http.post(f"/api/v1/{name}:cancel", json={})
+        assert cancelled.status_code == 200, cancelled.text
+        run = await wait_for_run(http, name, timeout=30)
+        assert run["state"] == "RUN_STATE_CANCELLED", run
+
+    # A cancelled run may be retried, but only by the team (the state check comes after).
+    async with platform.http(tokens["wes"]) as http:
+        retried = await http.post(f"/api/v1/{name}:retry", json={})
+        _denied(retried, "only members of teams/payments may retry runs of it")
+        assert (await get_run(http, name))["state"] == "RUN_STATE_CANCELLED"
+
+
+async def test_an_admin_may_cancel_any_teams_runs(setup):
+    platform, tokens = setup
+    name = await _gated_deploy_run(platform, tokens)
+    async with platform.http(tokens["admin"]) as http:
+        cancelled = await http.post(f"/api/v1/{name}:cancel", json={})
+        assert cancelled.status_code == 200, cancelled.text
+        run = await wait_for_run(http, name, timeout=30)
+        assert run["state"] == "RUN_STATE_CANCELLED", run
+
+
+async def test_an_unknown_run_is_not_found_for_every_developer(setup):
+    platform, tokens = setup
+    async with platform.http(tokens["wes"]) as http:
+        missing = await http.post("/api/v1/runs/no-such-run:cancel", json={})
+    assert missing.status_code == 404, missing.text
+    assert missing.json()["reason"] == "RUN_NOT_FOUND"
+
+
+async def test_run_operations_are_refused_while_specs_cannot_say_who_owns_the_application(setup):
+    platform, tokens = setup
+    name = await _gated_deploy_run(platform, tokens)
+    await platform.stop_service("specs")
+    async with platform.http(tokens["pam"]) as http:
+        cancelled = await http.post(f"/api/v1/{name}:cancel", json={})
+        assert cancelled.status_code == 403, cancelled.text
+        assert cancelled.json()["reason"] == "POLICY_FACTS_UNAVAILABLE", cancelled.text
+        assert "CancelRun" in cancelled.json()["detail"]
+        assert (await get_run(http, name))["state"] == "RUN_STATE_RUNNING"
+
+
 # -- the engine's provider, against a stand-in for specs ---------------------------------------
 
 
@@ -293,3 +380,48 @@ async def test_the_provider_raises_when_specs_does_not_answer(user_request):
         await OwnerFacts(None, _Specs({}, fail=True)).facts("", {"app": "cart"})
     assert "'cart'" in str(caught.value)
     assert reqctx.current() is user_request
+
+
+@pytest.fixture
+async def engine_db():
+    url = fresh_database("runowners")
+    database = Database("engine", url)
+    await asyncio.to_thread(database.migrate)
+    try:
+        yield database
+    finally:
+        await database.close()
+        drop_database(url)
+
+
+async def test_the_run_operation_provider_reads_the_runs_application(engine_db, user_request):
+    runs = engine_models.runs
+    rows = [  # id, application, parent
+        ("top", "cart", None), ("child", "", "top"), ("grandchild", "", "child"),
+        ("own", "ledger", "top"),  # a child naming its own application keeps it
+        ("bare", "", None), ("orphan", "", "vanished"), ("loop-a", "", "loop-b"), ("loop-b", "", "loop-a"),
+    ]
+    async with engine_db.transaction() as session:
+        await session.execute(runs.insert(), [
+            {"id": run_id, "workflow": "deploy", "application": app, "state": "RUNNING", "parent_run_id": parent}
+            for run_id, app, parent in rows])
+    specs = _Specs({"cart": "payments", "ledger": "billing"})
+    provider = OwnerFacts(None, specs).run_operation
+
+    async with engine_db.transaction():
+        facts = {run_id: await provider(engine_pb2.CancelRunRequest(name=f"runs/{run_id}")) for run_id, _, _ in rows}
+        assert await provider(engine_pb2.CancelRunRequest(name="runs/ghost")) == {}  # the handler: NOT_FOUND
+        assert await provider(engine_pb2.CancelRunRequest(name="runs/a/b")) == {}  # the handler: INVALID_ARGUMENT
+    cart = {"team": "payments", "application": "cart", "applications": [{"application": "cart", "team": "payments"}]}
+    assert facts["top"] == facts["child"] == facts["grandchild"] == cart
+    assert facts["own"] == {"team": "billing", "application": "ledger",
+                            "applications": [{"application": "ledger", "team": "billing"}]}
+    assert facts["bare"] == facts["orphan"] == facts["loop-a"] == facts["loop-b"] == {}
+    # Asked as the engine, once per run naming an application.
+    assert [(name, ctx) for name, ctx, _ in specs.calls] == [
+        ("applications/cart", None)] * 3 + [("applications/ledger", None)]
+
+    failing = OwnerFacts(None, _Specs({}, fail=True)).run_operation
+    async with engine_db.transaction():
+        with pytest.raises(ApplicationOwnerUnavailable):
+            await failing(engine_pb2.CancelRunRequest(name="runs/top"))

@@ -48,6 +48,16 @@
 #     It is {} when the run names no application. When specs cannot say who owns one, the
 #     request is refused before the policy is asked.
 #
+#   CancelRun, RetryRun, PauseRun, ResumeRun (engine; the run read from the engine's own
+#   table, its owner asked from specs):
+#       {"team": "payments",            # team owning the run's application ("" = no team)
+#        "application": "checkout",     # the run's application (a child run without one: the
+#                                       # first application up its chain of parent runs)
+#        "applications": [{"application": "checkout", "team": "payments"}]}
+#     It is {} when the run does not exist or names no application (the service answers an
+#     unknown run with NOT_FOUND). When specs cannot say who owns it, the request is refused
+#     before the policy is asked.
+#
 #   RevealResourceSecrets, CheckResource (resources):
 #       {"resource": {"name": "resources/4f2a...",
 #                     "team": "payments",       # bare name of the owning team ("" = no team):
@@ -233,18 +243,23 @@ team_quotas["example-team"] := {"applications": 25, "resources": 100} if false
 team_permissions := {"deployments.create", "deployments.rollback"}
 
 # Permissions whose requests act on an existing application of a team, each with what it does
-# (for the reason of a deny): removing it, or starting a golden path or workflow run naming it
-# (`undeploy-app` deprovisions the application's resources). The user must belong to the team
-# owning the application (input.facts, from specs and the engine); an application no team owns
-# stays open to every role granting the permission. No quota applies.
+# (for the reason of a deny): removing it, starting a golden path or workflow run naming it
+# (`undeploy-app` deprovisions the application's resources), or cancelling, retrying, pausing
+# or resuming a run acting on it (a deployment's run included). The user must belong to the
+# team owning the application (input.facts, from specs and the engine); an application no team
+# owns stays open to every role granting the permission. No quota applies.
 team_application_permissions := {
 	"applications.delete": "remove it",
 	"goldenpaths.run": "run golden paths against it",
 	"runs.start": "start runs against it",
+	"runs.cancel": "cancel runs of it",
+	"runs.retry": "retry runs of it",
+	"runs.pause": "pause runs of it",
+	"runs.resume": "resume runs of it",
 }
 
-# Roles that may deploy for any team (quotas still apply), remove any team's application and
-# run golden paths against it.
+# Roles that may deploy for any team (quotas still apply), remove any team's application, run
+# golden paths against it and operate on its runs.
 team_exempt_roles := {"admin"}
 
 # Role -> permissions a user holding that role is granted only on resource instances owned by

@@ -601,7 +601,8 @@ test_requests_without_facts_are_decided_as_before if {
 }
 
 test_membership_rule_only_for_team_permissions if {
-	allowed(with_facts(req(user("alice", ["developer"]), "gateway", "runs.cancel"), "billing", 0, 0, 1, 1))
+	# runs.cancel and kin are team_application_permissions now: a permission in neither table
+	allowed(with_facts(req(user("alice", ["developer"]), "gateway", "resources.claim"), "billing", 0, 0, 1, 1))
 }
 
 # -- acting on a team's application: removing it, running golden paths against it ------------
@@ -680,6 +681,37 @@ test_specs_delegated_runs_keep_the_membership_rule if {
 	# a deployment's run started by specs as the deploying user: a member passes, others do not
 	allowed(run_facts(req(user("alice", ["developer"]), "specs", "runs.start"), [{"application": "checkout", "team": "payments"}]))
 	denied(run_facts(req(user("alice", ["developer"]), "specs", "runs.start"), [{"application": "ledger", "team": "billing"}]))
+}
+
+# -- operating on a run of a team's application: cancel, retry, pause, resume -----------------
+
+run_operations := {"runs.cancel": "cancel", "runs.retry": "retry", "runs.pause": "pause", "runs.resume": "resume"}
+
+test_non_member_may_not_operate_on_runs_of_a_teams_application if {
+	every p, verb in run_operations {
+		denied_with(
+			run_facts(req(user("alice", ["developer"]), "gateway", p), [{"application": "ledger", "team": "billing"}]),
+			sprintf(`user "alice" is not a member of team "billing", which owns application "ledger"; only members of teams/billing may %s runs of it: ask one of them, or ask an admin to add you to the team`, [verb]),
+		)
+		denied(run_facts(req(user("pat", ["platform-engineer"]), "gateway", p), [{"application": "ledger", "team": "billing"}]))
+	}
+}
+
+test_members_and_admins_may_operate_on_runs_of_a_teams_application if {
+	every p in object.keys(run_operations) {
+		allowed(run_facts(req(user("alice", ["developer"]), "gateway", p), [{"application": "checkout", "team": "payments"}]))
+		allowed(run_facts(
+			object.union(req(user("alice", ["admin"]), "gateway", p), {"subject": {"teams": []}}),
+			[{"application": "ledger", "team": "billing"}],
+		))
+	}
+}
+
+test_runs_of_no_teams_application_stay_open if {
+	every p in object.keys(run_operations) {
+		allowed(run_facts(req(user("alice", ["developer"]), "gateway", p), [{"application": "solo", "team": ""}]))
+		allowed(object.union(req(user("alice", ["developer"]), "gateway", p), {"facts": {}}))
+	}
 }
 
 test_an_owner_in_malformed_run_facts_still_binds if {

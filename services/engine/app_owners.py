@@ -14,14 +14,23 @@ does not say who owns the application; the specs service does, so these provider
 the run names, since an ``app`` param naming another application than the run's own is what the
 path's steps act on. ``{}`` when the run names none. When specs cannot answer, the provider
 raises and the request is refused (POLICY_FACTS_UNAVAILABLE): no owner is ever guessed.
+
+Cancelling, retrying, pausing or resuming a run (CancelRun, RetryRun, PauseRun, ResumeRun) acts
+on the same application (cancelling a deployment's run stops that team's rollout), so those get
+the same facts, of the application the engine recorded for the run (``runs.application``; a child
+run without one acts for its parent, up to the top-level run). ``{}`` for an unknown run.
 """
 
 from __future__ import annotations
 
 from google.protobuf import json_format
+from sqlalchemy import select
 
+from innominatus.engine import models
 from innominatus.engine.definition import bind_params
+from innominatus.engine.operations import run_id_of
 from innominatus.kit import context as reqctx
+from innominatus.kit import db as kitdb
 from innominatus.kit.errors import InnominatusError
 from innominatus.kit.names import check_name
 
@@ -110,6 +119,42 @@ class OwnerFacts:
                 workflow = None  # unknown path or version: the handler says so
         return await self.facts(request.application, _params(workflow, given, coerce=True))
 
+    async def run_operation(self, request) -> dict:
+        """Facts of CancelRun, RetryRun, PauseRun and ResumeRun: the owner of the application
+        of the run the request names (a child run acts for its top-level parent, so it takes
+        the first application up its chain of parents). ``{}`` for a run that does not exist
+        or a malformed name: the handler answers NOT_FOUND / INVALID_ARGUMENT itself."""
+        try:
+            run_id = run_id_of(request.name)
+        except InnominatusError:
+            return {}
+        application = await self.run_application(run_id)
+        if application is None:
+            return {}
+        return await self.facts(application, {})
+
+    async def run_application(self, run_id: str) -> str | None:
+        """The application run ``run_id`` acts on ("" = none); None when there is no such run.
+        Read in the request's own transaction, from the engine's own table."""
+        runs = models.runs
+        session = kitdb.session()
+        seen: set[str] = set()
+        current: str | None = run_id
+        found = False
+        # Bounded by `seen`: a parent chain that loops (never written so, but the table does not
+        # forbid it) must not hang the request.
+        while current and current not in seen:
+            seen.add(current)
+            row = (await session.execute(
+                select(runs.c.application, runs.c.parent_run_id).where(runs.c.id == current))).first()
+            if row is None:
+                break  # the named run is unknown (None below), or a parent vanished ("")
+            found = True
+            if row.application:
+                return row.application
+            current = row.parent_run_id
+        return "" if found else None
+
     async def start_run(self, request) -> dict:
         """Facts of StartRun: of a catalog workflow, and of a built-in one (specs starting a
         deployment's or a removal's run as the user, who is a member of the owning team by then,
@@ -129,7 +174,8 @@ class OwnerFacts:
 
 
 def register_owner_facts(runtime, specs) -> OwnerFacts:
-    """Give the policy of RunGoldenPath and StartRun the owner of the run's application."""
+    """Give the policy of RunGoldenPath, StartRun and the run operations (CancelRun, RetryRun,
+    PauseRun, ResumeRun) the owner of the run's application."""
     from innominatus.engine.v1 import engine_pb2, golden_paths_pb2  # noqa: PLC0415
 
     facts = OwnerFacts(runtime, specs)
@@ -137,4 +183,7 @@ def register_owner_facts(runtime, specs) -> OwnerFacts:
     paths = golden_paths_pb2.DESCRIPTOR.services_by_name["GoldenPathService"].full_name
     runtime.register_policy_facts(f"/{paths}/RunGoldenPath", facts.run_golden_path)
     runtime.register_policy_facts(f"/{engine}/StartRun", facts.start_run)
+    # Operations on a run act on its application as much as starting it did.
+    for method in ("CancelRun", "RetryRun", "PauseRun", "ResumeRun"):
+        runtime.register_policy_facts(f"/{engine}/{method}", facts.run_operation)
     return facts
