@@ -3,7 +3,6 @@ provisioners, params schemas, and the ResourceDefinitionService RPCs through the
 
 from __future__ import annotations
 
-import os
 import sys
 import textwrap
 

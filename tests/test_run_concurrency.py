@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 import uuid
 from collections import defaultdict
@@ -32,7 +31,7 @@ from innominatus.identity.v1 import identity_pb2
 from innominatus.kit.db import Database
 from innominatus.kit.errors import InvalidArgument
 from tests.helpers.database import drop_database, fresh_database
-from tests.helpers.runs import awaits_approval, get_run, start_deployment, steps_by_id, wait_for_run
+from tests.helpers.runs import awaits_approval, get_run, start_deployment, wait_for_run
 
 pytestmark = pytest.mark.postgres
 

@@ -10,7 +10,6 @@ import json
 import shutil
 from pathlib import Path
 
-import grpc
 import psycopg
 import pytest
 from sqlalchemy.engine import make_url

@@ -923,11 +923,6 @@ def _dedupe(findings: list[WorkflowFinding]) -> list[WorkflowFinding]:
     return out
 
 
-def load_workflow_file(path: str | Path, **kwargs: Any) -> tuple[WorkflowDef | None, list[Finding]]:
-    """:func:`load_workflow` on a file's bytes, with the file named in the findings."""
-    return load_workflow(Path(path).read_bytes(), str(path), **kwargs)
-
-
 def bind_params(workflow: WorkflowDef, given: Mapping[str, Any] | None, *, coerce: bool = False) -> dict[str, Any]:
     """The params of a run: ``given`` plus defaults, each checked against its JSON schema.
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any, AsyncIterator
 
-from google.protobuf import json_format
 
 from innominatus.engine.v1 import engine_pb2
 from innominatus.kit import context as reqctx
@@ -394,10 +393,6 @@ class RunOperations:
                     return
                 continue
             await asyncio.sleep(STREAM_POLL_SECONDS)
-
-
-def run_event_json(event: engine_pb2.RunEvent) -> dict:
-    return json_format.MessageToDict(event, preserving_proto_field_name=False)
 
 
 __all__ = ["RunOperations", "decorate", "gate_approvers", "is_approver", "run_id_of", "step_of"]

@@ -52,8 +52,6 @@ ALLOWED: dict[str, frozenset[str]] = {
 
 # States in which something exists (or may exist) outside innominatus.
 PROVISIONED = frozenset({ACTIVE, UPDATING, DEGRADED})
-# States in which a provisioner is at work: another worker must not start a second one.
-BUSY = frozenset({PROVISIONING, UPDATING, DEPROVISIONING})
 
 REASON_LIMIT = 2000
 

@@ -31,7 +31,6 @@ the other workloads' manifests byte for byte the same).
 
 from __future__ import annotations
 
-import base64
 import re
 from typing import Any, Callable, Mapping
 
@@ -555,7 +554,3 @@ def render_artifacts(set_inputs: Any) -> dict[str, str]:
     artifacts["compose.yaml"] = _compose(application, rendered_all)
     return dict(sorted(artifacts.items()))
 
-
-def decode_binary(value: str) -> bytes:
-    """The bytes of a ``binaryContent`` / ``binaryData`` value (for tests and tools)."""
-    return base64.b64decode(value)

@@ -256,7 +256,7 @@ class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
                 violations=[FieldViolation("environment", "name the target environment")],
             )
         check_name(request.environment, "environment")
-        result = validate_score(request.score_yaml)
+        result = teams.validated_in_request(request.score_yaml)
         if not result.valid:
             errors = result.errors
             raise InvalidArgument(

@@ -27,6 +27,19 @@ from innominatus.specs import models
 from innominatus.specs.validation import validate_score
 
 
+def validated_in_request(score_yaml: str):
+    """``validate_score(score_yaml)``, once per request: the CreateDeployment facts provider runs
+    before the handler, and both need the result (a large Score file is not parsed twice)."""
+    ctx = reqctx.current()
+    if ctx is None:
+        return validate_score(score_yaml)
+    cached = ctx.extra.get("score_validation")
+    if cached is None or cached[0] != score_yaml:
+        cached = (score_yaml, validate_score(score_yaml))
+        ctx.extra["score_validation"] = cached
+    return cached[1]
+
+
 def team_slug(value: str) -> str:
     """ "teams/payments" or "payments" -> "payments" (INVALID_ARGUMENT for anything else)."""
     slug = value.strip().removeprefix("teams/")
@@ -163,7 +176,7 @@ async def create_deployment_facts(request, verify: Callable[[str], Awaitable[Non
     with the findings, which say more than a quota would. ``verify``: as for resolve_team; a
     team that does not exist is refused here, before the policy would only say its name is
     not one of the user's teams."""
-    result = validate_score(request.score_yaml)
+    result = validated_in_request(request.score_yaml)
     if not result.valid or not request.environment:
         return {}
     application = request.application.removeprefix("applications/") or result.workload

@@ -26,7 +26,7 @@ from innominatus.engine.model import StepExecutor
 from .ansible import AnsibleExecutor
 from .approval import ApprovalExecutor, ApprovalRequired, approved_outputs, rejected_error
 from .git import GitExecutor
-from .placeholders import NotWiredExecutor, resource_placeholder, workflow_placeholder
+from .placeholders import NotWiredExecutor, workflow_placeholder
 from .policy import PolicyExecutor
 from .resource import ResourceExecutor
 from .shell import ShellExecutor, script_has_placeholder

@@ -1,10 +1,8 @@
-"""Placeholder executors for step types other services run.
+"""The placeholder executor of ``workflow`` steps.
 
-``workflow`` (a sub-workflow: ``uses: <name>``) is run by the scheduler itself -- it starts a
-child run and never looks an executor up for the type -- and ``resource`` (provision /
-deprovision) by the resources service. Until those register their own executors
-(``registry.register(executor, replace=True)``), these stand in so that definitions using the
-types load, and anything that does call one fails clearly with StepFailed(kind="not_wired",
+A sub-workflow step (``uses: <name>``) is run by the scheduler itself -- it starts a child run
+and never looks an executor up for the type. The placeholder lets definitions using the type
+load, and anything that does call it fails clearly with StepFailed(kind="not_wired",
 retryable=False) instead of an unknown-type error.
 """
 
@@ -36,7 +34,3 @@ class NotWiredExecutor:
 
 def workflow_placeholder() -> NotWiredExecutor:
     return NotWiredExecutor("workflow", "the workflow scheduler (sub-workflows)")
-
-
-def resource_placeholder() -> NotWiredExecutor:
-    return NotWiredExecutor("resource", "the resources service")
