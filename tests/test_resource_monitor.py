@@ -327,13 +327,22 @@ async def test_two_monitors_never_check_one_instance_at_once(platform, resources
     in_flight: dict[str, int] = {}
     most: dict[str, int] = {}
     done: list[str] = []
+    held: list[str] = []
+    skipped_before = _checks("monitor", "skipped")
 
     async def slow_health(self, ctx, state, secrets):
         database = state.get("database")
         in_flight[database] = in_flight.get(database, 0) + 1
         most[database] = max(most.get(database, 0), in_flight[database])
         try:
-            await asyncio.sleep(0.3)  # longer than the interval: the instance is due again meanwhile
+            if not held:
+                # Hold the first check until the other monitor has come for this instance and
+                # found it locked: the contention is certain, not left to the timing of passes
+                # (the holding monitor's pass cannot end, so only the other one can claim it).
+                held.append(database)
+                await _eventually(lambda: _checks("monitor", "skipped") > skipped_before, "a locked instance skipped")
+            else:
+                await asyncio.sleep(0.3)  # longer than the interval: the instance is due again meanwhile
             return await real_health(self, ctx, state, secrets)
         finally:
             in_flight[database] -= 1
@@ -342,7 +351,6 @@ async def test_two_monitors_never_check_one_instance_at_once(platform, resources
     monkeypatch.setattr(PostgresDriver, "health", slow_health)
     runtime = platform.platform.hosts["resources"].runtime
     replica = monitor.HealthMonitor(runtime, runtime.state["resources.servicer"], monitor.settings_from_env())
-    skipped_before = _checks("monitor", "skipped")
     replica.start()
     try:
         await _eventually(lambda: len(done) >= 8, "eight checks")
@@ -351,7 +359,7 @@ async def test_two_monitors_never_check_one_instance_at_once(platform, resources
     assert not replica.running
     assert set(most) == {i.outputs["database"] for i in instances}
     assert max(most.values()) == 1, most
-    # the other monitor found instances locked (or not due) instead of checking them twice
+    # the other monitor found the held instance locked instead of checking it twice
     assert _checks("monitor", "skipped") > skipped_before
     for instance in instances:
         assert (await resources.get(instance.name)).state == S.RESOURCE_STATE_ACTIVE
