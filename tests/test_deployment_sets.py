@@ -3,6 +3,7 @@ commits to a real (bare) git repository, including rollback."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import threading
@@ -15,7 +16,8 @@ from innominatus.specs.artifacts import (INPUTS_ANNOTATION, ArtifactError, compo
                                          workload_inputs_hash)
 from innominatus.specs.deployment_sets import DeploymentSet, DeploymentSetError, build_set, diff_sets
 from innominatus.specs.diff import ADDED, CHANGED, REMOVED
-from innominatus.specs.gitops import GitOpsError, commit_set, history, read_set, rollback
+from innominatus.kit.git import Clone
+from innominatus.specs.gitops import PUSH_ATTEMPTS, GitOpsError, commit_set, history, read_set, rollback
 
 PASSWORD_REF = "secret://embedded/apps/shop/dev/checkout-db#password"
 REDIS_REF = "secret://embedded/apps/shop/dev/checkout-cache#password"
@@ -497,6 +499,46 @@ def test_gitops_errors(bare, tmp_path):
     with pytest.raises(GitOpsError, match="no commit"):
         read_set(bare, "abcdef1234")
     assert read_set(bare, c1[:8]).content_hash == s.content_hash
+
+
+def test_gitops_retries_when_another_host_moves_the_branch(bare, tmp_path, monkeypatch):
+    """Another host (which this host's locks do not hold back) pushes between our clone and our
+    push: the rejected push starts over from the new tip, up to PUSH_ATTEMPTS times."""
+    commit_set(bare, "main", "dev", make_set(), "alice", "first")
+    other = tmp_path / "other-host"
+    subprocess.run(["git", "clone", "--quiet", str(bare), str(other)], check=True)
+    pushes_by_the_other_host = 0
+    moves: list[str] = []
+    names = itertools.count()
+    real_push = Clone.push
+
+    async def push_after_the_other_host(self):
+        if len(moves) < pushes_by_the_other_host:
+            git("fetch", "--quiet", "origin", cwd=other)
+            git("reset", "--quiet", "--hard", "origin/main", cwd=other)
+            (other / f"other-{next(names)}.txt").write_text("theirs\n")
+            git("add", ".", cwd=other)
+            git("-c", "user.name=x", "-c", "user.email=x@x", "commit", "--quiet", "-m", "theirs", cwd=other)
+            git("push", "--quiet", "origin", "HEAD:main", cwd=other)
+            moves.append(git("rev-parse", "HEAD", cwd=other).strip())
+        return await real_push(self)
+
+    monkeypatch.setattr(Clone, "push", push_after_the_other_host)
+    pushes_by_the_other_host = 1
+    second = make_set(workloads={"worker": worker("ghcr.io/acme/worker:2.0.1")}, created_by="bob")
+    commit = commit_set(bare, "main", "dev", second, "bob", "second")
+    assert len(moves) == 1 and git("rev-parse", f"{commit}^", cwd=bare).strip() == moves[0]  # on the new tip
+    assert git("show", f"{commit}:other-0.txt", cwd=bare) == "theirs\n"
+    assert read_set(bare, commit).content_hash == second.content_hash
+
+    # The branch moves before every attempt: the last rejection is reported.
+    moves.clear()
+    pushes_by_the_other_host = PUSH_ATTEMPTS
+    third = make_set(workloads={"worker": worker("ghcr.io/acme/worker:2.0.2")}, created_by="bob")
+    with pytest.raises(GitOpsError, match=r"committing to .* failed: git push to main was rejected \(the branch moved\)"):
+        commit_set(bare, "main", "dev", third, "bob", "third")
+    assert len(moves) == PUSH_ATTEMPTS
+    assert git("rev-parse", "main", cwd=bare).strip() == moves[-1]
 
 
 async def test_commit_set_from_async_code(bare):

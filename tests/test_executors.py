@@ -395,7 +395,8 @@ async def test_http_timeout_and_cancel(ctx, server):
     ctx.cancelled.set()
     with pytest.raises(StepFailed) as info:
         await task
-    assert info.value.kind == "cancelled" and time.monotonic() - started < 1
+    # prompt: well before the server would have answered (10 s), with room for a loaded machine
+    assert info.value.kind == "cancelled" and time.monotonic() - started < 3
 
 
 async def test_http_bad_inputs(ctx):
@@ -436,20 +437,12 @@ async def test_git_commits_once_and_is_idempotent(ctx, bare, tmp_path):
     assert _git("--git-dir", str(bare), "log", "-1", "--format=%an <%ae> %s", "main").strip() == \
         "Robot <robot@example.com> deploy checkout"
 
-    # Same content, same work directory (a retried attempt) and a fresh one: no new commit.
+    # A retried attempt (the same work directory: its clone is fetched and reset) makes no commit.
+    # Idempotency in a fresh clone and deleting with null: tests/test_kit_git.py.
     again = await GitExecutor().run(ctx(inputs))
     assert again == {**first, "changed": False, "pushed": False}
-    fresh = tmp_path / "fresh"
-    again = await GitExecutor().run(ctx(inputs, workdir=fresh))
-    assert again["changed"] is False and again["commit"] == first["commit"]
+    assert "reusing the clone in repo" in ctx.lines
     assert _commits(bare) == [first["commit"]]
-
-    # New content: one more commit; null deletes a file.
-    changed = await GitExecutor().run(ctx({**inputs, "files": {"apps/checkout/deployment.yaml": "replicas: 2\n",
-                                                                "README.md": None}}, workdir=fresh))
-    assert changed["changed"] is True and _commits(bare) == [changed["commit"], first["commit"]]
-    listed = _git("--git-dir", str(bare), "ls-tree", "-r", "--name-only", "main").split()
-    assert listed == ["apps/checkout/deployment.yaml"]
 
 
 async def test_git_local_path_new_branch_and_no_push(ctx, bare, tmp_path):
@@ -463,24 +456,39 @@ async def test_git_local_path_new_branch_and_no_push(ctx, bare, tmp_path):
     assert _commits(bare) == [seeded["commit"]]  # nothing pushed
 
 
-@pytest.mark.parametrize("path", ["../escape.txt", "/etc/passwd", "a/../../escape.txt", ".git/config", ".git/hooks/x"])
-async def test_git_refuses_paths_outside_the_repository(ctx, bare, path):
+async def test_git_failures_of_the_kit_become_step_failures(ctx, bare, tmp_path):
+    """The clone, path checks and push are innominatus.kit.git (tested in test_kit_git.py); the
+    step maps its errors to StepFailed with the same kind and retryability."""
     with pytest.raises(StepFailed) as info:
-        await GitExecutor().run(ctx({"repository": str(bare), "files": {path: "owned"}, "push": True}))
+        await GitExecutor().run(ctx({"repository": str(bare), "files": {"../escape.txt": "owned"}, "push": True}))
     assert info.value.kind == "invalid_input" and info.value.retryable is False
-    assert not (ctx.workdir / "escape.txt").exists()
+    assert info.value.message == "git: '../escape.txt' escapes the repository; give a path inside it"
     assert _git("--git-dir", str(bare), "for-each-ref").strip() == ""
-
-
-async def test_git_bad_repositories(ctx, tmp_path):
     with pytest.raises(StepFailed) as info:
-        await GitExecutor().run(ctx({"repository": str(tmp_path / "missing.git"), "files": {"a": "b"}}))
+        await GitExecutor().run(ctx({"repository": str(tmp_path / "missing.git"), "files": {"a": "b"}},
+                                    workdir=tmp_path / "w2"))
     assert info.value.kind == "git_remote" and info.value.retryable is True
-    for repository in ("ext::sh -c touch% pwned", "--upload-pack=touch pwned", "ftp://host/repo"):
-        with pytest.raises(StepFailed) as info:
-            await GitExecutor().run(ctx({"repository": repository, "files": {"a": "b"}}))
-        assert info.value.kind == "invalid_input", repository
+    with pytest.raises(StepFailed) as info:
+        await GitExecutor().run(ctx({"repository": "ext::sh -c touch% pwned", "files": {"a": "b"}}))
+    assert info.value.kind == "invalid_input" and "remote helpers" in info.value.message
     assert not (ctx.workdir / "pwned").exists()
+
+
+@pytest.mark.parametrize("inputs,says", [
+    ({"files": {}}, "`files` must map at least one path"),
+    ({"branch": "a..b"}, "'a..b' is not a valid branch name"),
+    ({"push": "yes"}, "`push` must be true or false"),
+    ({"author_name": 7}, "`author_name` must be text"),
+    ({"path": "../outside"}, "points outside the step's work directory"),
+    ({"timeout": 0}, "expected a positive number of seconds"),
+    ({"force": True}, "unknown input(s) force"),
+])
+async def test_git_bad_inputs(ctx, bare, inputs, says):
+    with pytest.raises(StepFailed) as info:
+        await GitExecutor().run(ctx({"repository": str(bare), "files": {"a": "b"}, **inputs}))
+    assert info.value.kind == "invalid_input" and info.value.retryable is False
+    assert says in info.value.message
+    assert _git("--git-dir", str(bare), "for-each-ref").strip() == ""
 
 
 TOKEN = "ghp_S3cretT0kenValue42"
@@ -496,36 +504,7 @@ async def test_git_never_logs_url_credentials(ctx):
     assert TOKEN not in ctx.text and TOKEN not in info.value.message
 
 
-@pytest.mark.parametrize("repository,secrets", [
-    (f"https://{TOKEN}@git.example.test/org/repo.git", [TOKEN]),
-    (f"https://x-access-token:{TOKEN}@git.example.test/org/repo.git", [TOKEN, "x-access-token"]),
-    ("https://robot%40corp:p%40ss-w0rd@git.example.test/repo.git", ["robot@corp", "robot%40corp", "p@ss-w0rd",
-                                                                    "p%40ss-w0rd"]),
-])
-async def test_git_masks_url_credentials_in_what_git_prints(ctx, tmp_path, repository, secrets):
-    """Whatever git itself echoes (stdout, stderr: logged, kept, and in the failure) is masked."""
-    fake = tmp_path / "fake-git"
-    decoded = repository.replace("%40", "@")
-    fake.write_text(f"#!/bin/sh\necho \"fetching $*\"\necho \"fatal: cannot reach $* ({decoded})\" >&2\nexit 128\n")
-    fake.chmod(0o755)
-    with pytest.raises(StepFailed) as info:
-        await GitExecutor(git=str(fake)).run(ctx({"repository": repository, "files": {"a": "b"}}))
-    assert info.value.kind == "git_remote"
-    assert "fatal: cannot reach" in info.value.message and "***@git.example.test" in info.value.message
-    assert "cloning https://***@git.example.test/" in ctx.text and "[stderr] fatal: cannot reach" in ctx.text
-    for secret in secrets:
-        assert secret not in ctx.text and secret not in info.value.message, secret
-
-
-async def test_git_ssh_url_password_masked_and_userinfo_never_logged(ctx, tmp_path):
-    fake = tmp_path / "fake-git"
-    fake.write_text("#!/bin/sh\necho \"fatal: git says no: $*\" >&2\nexit 128\n")
-    fake.chmod(0o755)
-    with pytest.raises(StepFailed) as info:
-        await GitExecutor(git=str(fake)).run(ctx({"repository": "ssh://git:hunter2pw@git.example.test/repo.git",
-                                                   "files": {"a": "b"}}))
-    assert "cloning ssh://***@git.example.test/repo.git" in ctx.lines
-    assert "fatal: git says no" in info.value.message and "hunter2pw" not in info.value.message + ctx.text
+# What git itself prints with credentials in it (masked): tests/test_kit_git.py.
 
 
 # -------------------------------------------------------------------------------------------- wait
@@ -540,7 +519,7 @@ async def test_wait_sleeps_and_cancels(ctx):
     ctx.cancelled.set()
     with pytest.raises(StepFailed) as info:
         await task
-    assert info.value.kind == "cancelled" and time.monotonic() - started < 0.5
+    assert info.value.kind == "cancelled" and time.monotonic() - started < 3  # not the 30 s asked for
     with pytest.raises(StepFailed) as info:
         await WaitExecutor().run(ctx({"seconds": -1}))
     assert info.value.kind == "invalid_input"

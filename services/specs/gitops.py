@@ -20,13 +20,14 @@ application's current one makes no commit (the existing tip is returned; ``deplo
 keeps the who/why of the deployment that introduced it), although artifacts edited by hand in the
 repository are put back, in a commit.
 
-The commit itself is made by the workflow engine's ``git`` executor
-(:class:`innominatus.engine.executors.git.GitExecutor`): the same clone / write / idempotent
-commit / push code, the same hardening (no hooks, no signing, no user or system configuration,
-allowed protocols only) and the same masking of URL credentials. :func:`plan_commit` gives the
-``files`` and ``message`` for a ``git`` step, so a workflow can deploy a set through the engine.
-Commits to the same repository and branch from this host are serialised (a thread lock plus a
-file lock); a push rejected because another host moved the branch is retried from the new tip.
+The commit itself is made with the kit's git plumbing (:mod:`innominatus.kit.git`), the code the
+workflow engine's ``git`` step uses too: the same clone / write (path checks) / idempotent commit /
+push, the same hardening (no hooks, no signing, no user or system configuration, allowed protocols
+only) and the same masking of URL credentials; reading runs git through it as well.
+:func:`plan_commit` gives the ``files`` and ``message`` for a ``git`` step, so a workflow can deploy
+a set through the engine. Commits to the same repository and branch from this host are serialised
+(a thread lock plus a file lock); a push rejected because another host moved the branch is retried
+from the new tip.
 
 :func:`remove_application` deletes an application's directory in one commit (message
 ``undeploy <application> from <environment>``, the reason, ``by <author>``).
@@ -42,6 +43,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -49,23 +51,34 @@ import re
 import subprocess
 import tempfile
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from innominatus.engine.executors.git import ALLOWED_PROTOCOLS, GitExecutor, display_url, url_secrets
-from innominatus.engine.model import StepContext, StepFailed
+from innominatus.kit.git import (
+    Clone,
+    GitError,
+    GitRunner,
+    check_branch,
+    display_url,
+    hardened_env,
+    run_git_sync,
+    url_secrets,
+)
+from innominatus.kit.process import minimal_env
 from innominatus.specs.deployment_sets import DeploymentSet, DeploymentSetError
 
 __all__ = [
+    "SET_FILE",
     "GitOpsError",
     "HistoryEntry",
-    "SET_FILE",
     "app_dir",
     "commit_message",
     "commit_set",
     "history",
+    "init_bare",
     "plan_commit",
     "read_set",
     "remove_application",
@@ -110,34 +123,27 @@ def _author(author: str) -> tuple[str, str]:
     return author.strip(), "innominatus@localhost"
 
 
-# -- running git (for reading: the commit goes through the git executor) ----------------------
+# -- running git (through the kit: hardened, credentials masked) -----------------------------
 
 
-def _env() -> dict[str, str]:
-    return {
-        "PATH": os.environ.get("PATH") or "/usr/local/bin:/usr/bin:/bin",
-        "HOME": os.environ.get("HOME") or tempfile.gettempdir(),
-        "LANG": "C.UTF-8",
-        "GIT_TERMINAL_PROMPT": "0",
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_ALLOW_PROTOCOL": ALLOWED_PROTOCOLS,
-        "GIT_SSH_COMMAND": os.environ.get("GIT_SSH_COMMAND", "ssh -oBatchMode=yes"),
-    }
+def _env(author: tuple[str, str] | None = None) -> dict[str, str]:
+    # LANG fixed: git's messages, which errors quote, read the same whatever the host's locale.
+    return hardened_env({**minimal_env(home=tempfile.gettempdir()), "LANG": "C.UTF-8"}, author=author)
 
 
 def _git(cwd: str | Path, *args: str, check: bool = True, secrets: list[str] | None = None,
          timeout: float = DEFAULT_TIMEOUT) -> subprocess.CompletedProcess:
-    argv = ["git", "-c", "core.hooksPath=" + os.devnull, "-c", "commit.gpgsign=false",
-            "-c", "protocol.ext.allow=never", *args]
-    result = subprocess.run(argv, cwd=str(cwd), env=_env(), capture_output=True, text=True, timeout=timeout,
-                            check=False, stdin=subprocess.DEVNULL)
-    if check and result.returncode != 0:
-        error = result.stderr.strip()[-2000:]
-        for secret in sorted(secrets or [], key=len, reverse=True):
-            error = error.replace(secret, "***")
-        raise GitOpsError(f"git {args[0]} failed ({result.returncode}): {error}")
-    return result
+    try:
+        return run_git_sync(cwd, *args, check=check, secrets=secrets or (), timeout=timeout, env=_env())
+    except GitError as exc:
+        raise GitOpsError(exc.message) from None
+
+
+def init_bare(path: str | Path, branch: str) -> None:
+    """Create a bare repository at ``path`` whose default branch is ``branch`` (an environment's
+    GitOps repository under the data directory, when no URL template names one)."""
+    Path(path).mkdir(parents=True, exist_ok=True)
+    _git(path, "init", "--bare", "--quiet", "--initial-branch", branch)
 
 
 def _repository(repo: str | os.PathLike) -> tuple[str, str | None]:
@@ -237,6 +243,11 @@ def _run(coro_factory) -> Any:
         return pool.submit(asyncio.run, coro_factory()).result()
 
 
+#: What a commit plans from the fresh clone: the commit to report without writing anything, or
+#: the files (path -> text, ``None`` deletes) and the message.
+_Plan = Callable[[Clone], "str | tuple[dict[str, str | None], str]"]
+
+
 def commit_set(repo_url_or_path: str | os.PathLike, branch: str, environment: str, deployment_set: DeploymentSet,
                author: str, reason: str, *, timeout: float = DEFAULT_TIMEOUT) -> str:
     """Commit ``deployment_set`` under ``environments/<environment>/<application>/`` on ``branch``
@@ -246,41 +257,21 @@ def commit_set(repo_url_or_path: str | os.PathLike, branch: str, environment: st
     ``ssh://`` or ``git@host:`` URL. ``author``: ``name`` or ``Name <email>``."""
     if not isinstance(deployment_set, DeploymentSet):
         raise GitOpsError("deployment_set must be a DeploymentSet")
-    name, email = _author(author)
+    identity = _author(author)
     reason = reason if isinstance(reason, str) else ""
     url, _local = _repository(repo_url_or_path)
-    secrets = url_secrets(url)
     base = app_dir(environment, deployment_set.application)
-    with _serialised(url, branch):
-        last_error: StepFailed | None = None
-        for attempt in range(1, PUSH_ATTEMPTS + 1):
-            with tempfile.TemporaryDirectory(prefix="innominatus-gitops-") as work:
-                _git(work, "clone", "--no-tags", "--quiet", "--origin", "origin", "--", url, "repo",
-                     secrets=secrets, timeout=timeout)
-                clone = Path(work) / "repo"
-                existing: dict[str, str | None] = {}
-                tip = f"refs/remotes/origin/{branch}"
-                if _git(clone, "rev-parse", "--verify", "--quiet", tip + "^{commit}", check=False).returncode == 0:
-                    listed = _git(clone, "ls-tree", "-r", "-z", "--name-only", tip, "--", base).stdout
-                    existing = {path: None for path in listed.split("\0") if path}
-                    if base + SET_FILE in existing:
-                        existing[base + SET_FILE] = _git(clone, "show", f"{tip}:{base}{SET_FILE}").stdout
-                files, message = plan_commit(deployment_set, environment, existing, author, reason)
-                ctx = StepContext(run_id="gitops", step_id=f"{environment}-{deployment_set.application}",
-                                  attempt=attempt, idempotency_key=deployment_set.content_hash,
-                                  inputs={"repository": url, "branch": branch, "files": files, "message": message,
-                                          "author_name": name, "author_email": email, "push": True,
-                                          "path": "repo", "timeout": timeout},
-                                  workdir=work, cancelled=asyncio.Event(), log=_quiet)
-                try:
-                    outputs = _run(lambda: GitExecutor().run(ctx))
-                except StepFailed as exc:
-                    if exc.kind == "push_rejected" and attempt < PUSH_ATTEMPTS:
-                        last_error = exc
-                        continue
-                    raise GitOpsError(f"committing to {display_url(url)} failed: {exc}") from None
-                return outputs["commit"]
-        raise GitOpsError(f"committing to {display_url(url)} failed: {last_error}")
+
+    def plan(clone: Clone) -> tuple[dict[str, str | None], str]:
+        existing: dict[str, str | None] = {}
+        if clone.remote_has_branch:
+            listed = _git(clone.path, "ls-tree", "-r", "-z", "--name-only", clone.remote_ref, "--", base).stdout
+            existing = {path: None for path in listed.split("\0") if path}
+            if base + SET_FILE in existing:
+                existing[base + SET_FILE] = _git(clone.path, "show", f"{clone.remote_ref}:{base}{SET_FILE}").stdout
+        return plan_commit(deployment_set, environment, existing, author, reason)
+
+    return _commit(url, branch, identity, plan, timeout=timeout)
 
 
 def remove_application(repo_url_or_path: str | os.PathLike, branch: str, environment: str, application: str,
@@ -288,48 +279,64 @@ def remove_application(repo_url_or_path: str | os.PathLike, branch: str, environ
     """Delete ``environments/<environment>/<application>/`` on ``branch`` in one commit and push
     it; return the commit (the tip, or "" when the branch does not exist, when there was nothing
     to remove)."""
-    name, email = _author(author)
+    identity = _author(author)
     reason = reason if isinstance(reason, str) else ""
     url, _local = _repository(repo_url_or_path)
-    secrets = url_secrets(url)
     base = app_dir(environment, application)
     message = f"undeploy {application} from {environment}"
     if reason.strip():
         message += f"\n\n{reason.strip()}"
     message += f"\n\nby {author.strip()}"
+
+    def plan(clone: Clone) -> str | tuple[dict[str, str | None], str]:
+        if not clone.remote_has_branch:
+            return ""
+        listed = _git(clone.path, "ls-tree", "-r", "-z", "--name-only", clone.remote_ref, "--", base).stdout
+        files: dict[str, str | None] = {path: None for path in listed.split("\0") if path}
+        if not files:
+            return _git(clone.path, "rev-parse", clone.remote_ref).stdout.strip()
+        return dict(sorted(files.items())), message
+
+    return _commit(url, branch, identity, plan, timeout=timeout)
+
+
+def _commit(url: str, branch: str, author: tuple[str, str], plan: _Plan, *, timeout: float) -> str:
+    """Clone, ``plan``, write, commit and push, serialised per repository and branch; a push
+    rejected because the branch moved starts over from a fresh clone (``PUSH_ATTEMPTS`` in all)."""
+    try:
+        check_branch(branch)
+    except GitError as exc:
+        raise GitOpsError(f"committing to {display_url(url)} failed: {exc}") from None
+    secrets = url_secrets(url)
     with _serialised(url, branch):
-        last_error: StepFailed | None = None
+        last_error: GitError | None = None
         for attempt in range(1, PUSH_ATTEMPTS + 1):
             with tempfile.TemporaryDirectory(prefix="innominatus-gitops-") as work:
-                _git(work, "clone", "--no-tags", "--quiet", "--origin", "origin", "--", url, "repo",
-                     secrets=secrets, timeout=timeout)
-                clone = Path(work) / "repo"
-                tip = f"refs/remotes/origin/{branch}"
-                if _git(clone, "rev-parse", "--verify", "--quiet", tip + "^{commit}", check=False).returncode != 0:
-                    return ""
-                listed = _git(clone, "ls-tree", "-r", "-z", "--name-only", tip, "--", base).stdout
-                files: dict[str, str | None] = {path: None for path in listed.split("\0") if path}
-                if not files:
-                    return _git(clone, "rev-parse", tip).stdout.strip()
-                ctx = StepContext(run_id="gitops", step_id=f"{environment}-{application}-remove",
-                                  attempt=attempt, idempotency_key=f"remove:{environment}:{application}",
-                                  inputs={"repository": url, "branch": branch, "files": dict(sorted(files.items())),
-                                          "message": message, "author_name": name, "author_email": email,
-                                          "push": True, "path": "repo", "timeout": timeout},
-                                  workdir=work, cancelled=asyncio.Event(), log=_quiet)
+                git = GitRunner(env=_env(author), secrets=secrets, timeout=timeout)
+                clone = Clone(git, Path(work) / "repo", branch, label="repo")
                 try:
-                    outputs = _run(lambda: GitExecutor().run(ctx))
-                except StepFailed as exc:
+                    return _run(functools.partial(_attempt, clone, url, plan))
+                except GitError as exc:
                     if exc.kind == "push_rejected" and attempt < PUSH_ATTEMPTS:
                         last_error = exc
                         continue
                     raise GitOpsError(f"committing to {display_url(url)} failed: {exc}") from None
-                return outputs["commit"]
         raise GitOpsError(f"committing to {display_url(url)} failed: {last_error}")
 
 
-async def _quiet(_line: str) -> None:
-    return None
+async def _attempt(clone: Clone, url: str, plan: _Plan) -> str:
+    try:
+        await clone.open(url, quiet=True)
+    except GitError as exc:
+        raise GitOpsError(exc.message) from None  # git's own words, as for every read
+    planned = plan(clone)  # synchronous reads: this event loop is this attempt's alone
+    if isinstance(planned, str):
+        return planned
+    files, message = planned
+    clone.write(files)
+    commit, _changed = await clone.commit(message)
+    await clone.push()
+    return commit
 
 
 # -- reading -------------------------------------------------------------------------------

@@ -422,8 +422,7 @@ class SpecsServicer(specs_pb2_grpc.SpecsServiceServicer):
             return template.replace("{environment}", environment)
         path = Path(self.runtime.settings.data_dir) / "specs" / "gitops" / f"{environment}.git"
         if not (path / "HEAD").exists():
-            path.mkdir(parents=True, exist_ok=True)
-            gitops._git(path, "init", "--bare", "--quiet", "--initial-branch", GITOPS_BRANCH)
+            gitops.init_bare(path, GITOPS_BRANCH)
         return str(path)
 
     async def FinalizeDeployment(self, request, context):
