@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
+import io
+import logging
+import sys
 
+import pytest
+import structlog
+
+from innominatus.kit import logs
+
+from tests.helpers.identity import IdentityClient
 from tests.helpers.mesh import running_platform
 from tests.helpers.real_resources import resource_env
 
@@ -37,3 +45,41 @@ async def resource_platform(tmp_path, monkeypatch, resource_platform_env):
     async with running_platform(tmp_path / "data") as running:
         running.pg_admin_url = env["INNOMINATUS_POSTGRES_ADMIN_URL"]
         yield running
+
+
+@pytest.fixture
+def json_logs():
+    """The process's log output, rendered exactly as configured by innominatus.kit.logs
+    (JSON lines, request context, redaction), at DEBUG so nothing is filtered away."""
+    root = logging.getLogger()
+    saved_structlog = structlog.get_config()
+    saved_root = (list(root.handlers), root.level)
+    buffer = io.StringIO()
+    real = sys.stderr
+    sys.stderr = buffer  # configure() binds its handler and logger factory to sys.stderr
+    try:
+        logs.configure("DEBUG")
+    finally:
+        sys.stderr = real
+    try:
+        yield buffer
+    finally:
+        structlog.configure(**saved_structlog)
+        root.handlers, level = saved_root
+        root.setLevel(level)
+
+
+@pytest.fixture
+async def identity(platform):
+    """The platform's identity service, called directly (tests/helpers/identity.py)."""
+    client = IdentityClient(platform)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+async def admin(platform) -> str:
+    """An access token of the platform's bootstrap admin."""
+    return await platform.login_admin()

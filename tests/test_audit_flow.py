@@ -16,6 +16,7 @@ from innominatus.common.v1 import audit_event_pb2
 from innominatus.identity.v1 import identity_pb2
 from innominatus.kit.clients import secure_channel
 from innominatus.specs.v1 import specs_pb2, specs_pb2_grpc
+from tests.helpers.audit import eventually, list_records
 
 pytestmark = pytest.mark.postgres
 
@@ -29,31 +30,10 @@ def _sql(platform, statement: str, *params) -> list:
         return cursor.fetchall() if cursor.description else []
 
 
-async def _records(platform, token: str, **filters) -> list[audit_pb2.AuditRecord]:
-    async with secure_channel(platform.address("audit"), platform.tls("gateway")) as channel:
-        stub = audit_pb2_grpc.AuditServiceStub(channel)
-        response = await stub.ListRecords(
-            audit_pb2.ListRecordsRequest(page_size=1000, filter=audit_pb2.RecordFilter(**filters)),
-            metadata=[("authorization", f"Bearer {token}")],
-        )
-    return list(response.records)
-
-
 async def _verify(platform, token: str) -> audit_pb2.VerifyChainResponse:
     async with secure_channel(platform.address("audit"), platform.tls("gateway")) as channel:
         stub = audit_pb2_grpc.AuditServiceStub(channel)
         return await stub.VerifyChain(audit_pb2.VerifyChainRequest(), metadata=[("authorization", f"Bearer {token}")])
-
-
-async def _wait_for(predicate, timeout: float = 20.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await predicate()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.1)
 
 
 async def _deploy(platform, token: str, env: str = "dev"):
@@ -75,10 +55,10 @@ async def test_allowed_and_denied_mutations_are_recorded_with_their_decision(pla
         await _deploy(platform, viewer)
 
     async def both_recorded():
-        records = await _records(platform, admin, method="CreateDeployment")
+        records = await list_records(platform, admin, method="CreateDeployment")
         return records if len(records) == 2 else None
 
-    records = await _wait_for(both_recorded)
+    records = await eventually(both_recorded)
     by_actor = {r.event.actor: r.event for r in records}
     assert by_actor["dev1"].outcome == audit_event_pb2.AUDIT_OUTCOME_SUCCEEDED
     assert by_actor["view1"].outcome == audit_event_pb2.AUDIT_OUTCOME_DENIED
@@ -86,10 +66,10 @@ async def test_allowed_and_denied_mutations_are_recorded_with_their_decision(pla
     for event in by_actor.values():
         assert event.decision_id and event.service == "specs" and event.peer == "gateway"
     # The hops behind the deployment were recorded by their own services, for the same user.
-    claims = await _wait_for(lambda: _records(platform, admin, method="ClaimResources"))
+    claims = await eventually(lambda: list_records(platform, admin, method="ClaimResources"))
     assert claims[0].event.actor == "dev1" and claims[0].event.peer == "specs"
     # Secrets never reach the audit record.
-    created = await _records(platform, admin, method="CreateUser")
+    created = await list_records(platform, admin, method="CreateUser")
     assert created and all("correct-horse" not in str(r.event.details) for r in created)
     assert (await _verify(platform, admin)).ok
 
@@ -98,7 +78,7 @@ async def test_editing_or_deleting_a_record_in_the_database_makes_verify_name_it
     admin = await platform.login_admin()
     for name in ("u-one", "u-two", "u-three"):
         await platform.create_user(admin, name, identity_pb2.ROLE_VIEWER)
-    await _wait_for(lambda: _at_least(platform, admin, 4))
+    await eventually(lambda: _at_least(platform, admin, 4))
     assert (await _verify(platform, admin)).ok
 
     [(actor,)] = _sql(platform, "SELECT actor FROM audit.records WHERE sequence = 2")
@@ -116,7 +96,7 @@ async def test_editing_or_deleting_a_record_in_the_database_makes_verify_name_it
 
 
 async def _at_least(platform, admin, count):
-    return len(await _records(platform, admin)) >= count
+    return len(await list_records(platform, admin)) >= count
 
 
 async def test_mutations_while_audit_is_down_arrive_after_it_returns(platform):
@@ -129,9 +109,9 @@ async def test_mutations_while_audit_is_down_arrive_after_it_returns(platform):
     await platform.start_service("audit")
 
     async def all_arrived():
-        records = await _records(platform, admin, method="CreateUser")
+        records = await list_records(platform, admin, method="CreateUser")
         seen = {r.event.resource_name.split("/")[-1] for r in records}
         return set(names) <= seen
 
-    await _wait_for(all_arrived, timeout=40)
+    await eventually(all_arrived, timeout=40)
     assert (await _verify(platform, admin)).ok

@@ -111,6 +111,7 @@ class FakeGateway:
 
             do_GET = _serve
             do_POST = _serve
+            do_PATCH = _serve
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
@@ -414,6 +415,110 @@ def test_users_teams_and_apikeys_send_the_right_bodies(logged_in, monkeypatch, c
     assert "Revoked apikeys/k1" in capsys.readouterr().out
     assert main(["apikeys", "list"]) == 0
     assert "ci" in capsys.readouterr().out
+
+
+def test_user_lifecycle_commands_send_update_masks_and_remove_members(logged_in, capsys):
+    logged_in.ok("PATCH", "/api/v1/users/alice", {"user": USER})
+    logged_in.ok("POST", "/api/v1/teams/checkout:removeMember", {"team": {"name": "teams/checkout", "members": []}})
+
+    assert main(["users", "disable", "alice"]) == 0
+    sent = logged_in.last("PATCH", "/api/v1/users/alice")
+    assert (sent["query"], sent["body"]) == ({"updateMask": "disabled"}, {"disabled": True})
+    assert main(["users", "enable", "users/alice", "--etag", "abc123"]) == 0
+    sent = logged_in.last("PATCH", "/api/v1/users/alice")
+    assert (sent["query"], sent["body"]) == ({"updateMask": "disabled"}, {"disabled": False, "etag": "abc123"})
+    assert main(["users", "set-roles", "alice", "viewer", "ROLE_DEVELOPER", "viewer"]) == 0
+    sent = logged_in.last("PATCH", "/api/v1/users/alice")
+    assert (sent["query"], sent["body"]) == ({"updateMask": "roles"}, {"roles": ["ROLE_VIEWER", "ROLE_DEVELOPER"]})
+
+    assert main(["teams", "remove-member", "teams/checkout", "users/alice"]) == 0
+    assert logged_in.last("POST", "/api/v1/teams/checkout:removeMember")["body"] == {"user": "users/alice"}
+    capsys.readouterr()
+
+    # A mistyped role is a usage error with a suggestion, and nothing is sent.
+    sent_before = len(logged_in.requests)
+    assert main(["users", "set-roles", "alice", "develper"]) == 2
+    assert "did you mean 'developer'?" in capsys.readouterr().err
+    assert main(["users", "set-roles", "alice"]) == 2  # at least one role
+    assert len(logged_in.requests) == sent_before
+
+
+def test_users_set_password_prompts_without_echo_or_reads_stdin(logged_in, monkeypatch, capsys):
+    from innominatus.cli import main as cli_main
+
+    logged_in.ok("GET", "/api/v1/users:me", {"user": USER})
+    logged_in.ok("POST", "/api/v1/users/alice:changePassword", {"user": USER})
+    logged_in.ok("POST", "/api/v1/users/bob:changePassword", {"user": {"name": "users/bob", "username": "bob"}})
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    prompts: list[str] = []
+    answers: list[str] = []
+
+    def fake_getpass(prompt: str = "Password: ") -> str:
+        prompts.append(prompt)
+        return answers.pop(0)
+
+    monkeypatch.setattr(cli_main.getpass, "getpass", fake_getpass)
+    monkeypatch.setattr(sys, "stdin", Terminal(""))
+
+    # Your own (no USERNAME, or your own name): current password, new one, and the new one again.
+    answers[:] = ["old-password-1", "new-password-12", "new-password-12"]
+    assert main(["users", "set-password"]) == 0
+    assert prompts == ["Current password: ", "New password: ", "Repeat new password: "]
+    assert logged_in.last("POST", "/api/v1/users/alice:changePassword")["body"] == {
+        "currentPassword": "old-password-1", "newPassword": "new-password-12"}
+    captured = capsys.readouterr()
+    assert "Password of alice changed." in captured.out and "stay valid" in captured.err
+    assert "new-password-12" not in captured.out + captured.err
+
+    # Another user's (an admin's reset): only the new password, twice.
+    prompts.clear()
+    answers[:] = ["reset-password-1", "reset-password-1"]
+    assert main(["users", "set-password", "users/bob"]) == 0
+    assert prompts == ["New password for bob: ", "Repeat new password for bob: "]
+    assert logged_in.last("POST", "/api/v1/users/bob:changePassword")["body"] == {"newPassword": "reset-password-1"}
+    assert "Password of bob reset." in capsys.readouterr().out
+
+    # A mistyped repeat sends nothing.
+    sent_before = len(logged_in.requests)
+    answers[:] = ["old-password-1", "new-password-12", "new-password-13"]
+    assert main(["users", "set-password", "alice"]) == 2
+    assert "differ; nothing was changed" in capsys.readouterr().err
+    assert [r["path"] for r in logged_in.requests[sent_before:]] == ["/api/v1/users:me"]
+
+    # Scripts: --password-stdin, current then new for your own, the new one alone for another's.
+    _stdin(monkeypatch, "old-password-1\nnew-password-12\n")
+    assert main(["users", "set-password", "alice", "--password-stdin", "-o", "json"]) == 0
+    assert logged_in.last("POST", "/api/v1/users/alice:changePassword")["body"] == {
+        "currentPassword": "old-password-1", "newPassword": "new-password-12"}
+    assert json.loads(capsys.readouterr().out)["user"]["username"] == "alice"
+    _stdin(monkeypatch, "reset-password-2\n")
+    assert main(["users", "set-password", "bob", "--password-stdin"]) == 0
+    assert logged_in.last("POST", "/api/v1/users/bob:changePassword")["body"] == {"newPassword": "reset-password-2"}
+    capsys.readouterr()
+
+    # No terminal and no --password-stdin: a usage error naming the flag; the second line
+    # missing from stdin likewise. Never a password argument.
+    sent_before = len(logged_in.requests)
+    _stdin(monkeypatch, "")
+    assert main(["users", "set-password"]) == 2
+    assert "--password-stdin" in capsys.readouterr().err
+    _stdin(monkeypatch, "old-password-1\n")
+    assert main(["users", "set-password", "--password-stdin"]) == 2
+    assert "empty new password" in capsys.readouterr().err
+    assert main(["users", "set-password", "alice", "new-password-12"]) == 2
+    assert "unrecognized arguments" in capsys.readouterr().err
+    assert all(not r["path"].endswith(":changePassword") for r in logged_in.requests[sent_before:])
+
+    # The server's refusal (here: the wrong current password) is reported like any other.
+    logged_in.routes[("POST", "/api/v1/users/alice:changePassword")] = problem(
+        403, "INVALID_CURRENT_PASSWORD", "current_password is not the current password of users/alice")
+    _stdin(monkeypatch, "wrong-password\nnew-password-12\n")
+    assert main(["users", "set-password", "--password-stdin"]) == 4
+    assert "INVALID_CURRENT_PASSWORD" in capsys.readouterr().err
 
 
 # -- deploy -----------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import pytest
 
 from innominatus.identity.v1 import identity_pb2
 from tests.helpers.runs import TERMINAL, awaits_approval, deploy, get_run, start_deployment, steps_by_id, wait_for_run
+from tests.helpers.opa import shipped_policy_granting
 
 pytestmark = pytest.mark.postgres
 
@@ -246,33 +247,10 @@ async def test_staging_gate_with_team_and_user_approvers_and_updates(platform):
             assert run["state"] == "RUN_STATE_SUCCEEDED" and "approve" not in steps_by_id(run)
 
 
-def _policy_with_developer_approvals(target: Path) -> Path:
-    """The shipped policy with "runs.approve" added to the developer role: what a security team
-    does to let developers decide gates that list them (docs/deployments.md)."""
-    from innominatus.kit.policy import default_policy_dir
-
-    shipped = default_policy_dir()
-    edited = False
-    for source in shipped.rglob("*.rego"):
-        if source.name.endswith("_test.rego"):
-            continue
-        text = source.read_text()
-        if source.name == "authz.rego":
-            marker = '\t"developer": {\n'
-            assert text.count(marker) == 1, "the developer row of role_permissions moved"
-            text = text.replace(marker, marker + '\t\t"runs.approve",\n')
-            edited = True
-        copy = target / source.relative_to(shipped)
-        copy.parent.mkdir(parents=True, exist_ok=True)
-        copy.write_text(text)
-    assert edited, f"no authz.rego under {shipped}"
-    return target
-
-
 async def test_listed_developers_approve_when_the_policy_grants_runs_approve(tmp_path):
     from tests.helpers.mesh import running_platform
 
-    policies = _policy_with_developer_approvals(tmp_path / "policies")
+    policies = shipped_policy_granting(tmp_path / "policies", "developer", "runs.approve")
     async with running_platform(tmp_path / "data", policy_dir=policies) as platform:
         admin = await platform.login_admin()
         await platform.create_user(admin, "tess", identity_pb2.ROLE_DEVELOPER)

@@ -7,21 +7,17 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import logging
 import re
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
-import structlog
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 
 from innominatus.identity.v1 import identity_pb2
-from innominatus.kit import logs
 from innominatus.kit.telemetry import tracer_provider
 
 pytestmark = pytest.mark.postgres
@@ -62,28 +58,6 @@ def spans():
     finally:
         _recorder.recording = False
         _recorder.clear()
-
-
-@pytest.fixture
-def json_logs():
-    """The process's log output, rendered exactly as configured by innominatus.kit.logs
-    (JSON lines, request context, redaction), at DEBUG so nothing is filtered away."""
-    root = logging.getLogger()
-    saved_structlog = structlog.get_config()
-    saved_root = (list(root.handlers), root.level)
-    buffer = io.StringIO()
-    real = sys.stderr
-    sys.stderr = buffer  # configure() binds its handler and logger factory to sys.stderr
-    try:
-        logs.configure("DEBUG")
-    finally:
-        sys.stderr = real
-    try:
-        yield buffer
-    finally:
-        structlog.configure(**saved_structlog)
-        root.handlers, level = saved_root
-        root.setLevel(level)
 
 
 def _events(buffer: io.StringIO) -> list[dict]:

@@ -70,8 +70,8 @@
 #
 # Policy authors: the tables below (`role_permissions`, `audit_writer_services`,
 # `specs_delegated_permissions`, `default_team_quota`, `team_quotas`, `team_permissions`,
-# `team_application_permissions`, `team_exempt_roles`, `owned_resource_permissions`) are the
-# knobs you normally edit. Rules further down only interpret them. Run `opa test policies/ -v`
+# `team_application_permissions`, `team_exempt_roles`, `owned_resource_permissions`,
+# `own_user_permissions`, `other_user_permissions`) are the knobs you normally edit. Rules further down only interpret them. Run `opa test policies/ -v`
 # after every change and extend tests/fixtures/policy_decisions.yaml, which is replayed against
 # both the OPA sidecar and the embedded (regopy) engine. See docs/policy-authoring.md.
 #
@@ -97,6 +97,7 @@ import rego.v1
 role_permissions := {
 	"admin": {
 		"users.create",
+		"users.update",
 		"teams.create",
 		"teams.update",
 		"apikeys.create",
@@ -167,7 +168,15 @@ role_permissions := {
 # Every permission the platform checks. A request naming anything else is denied.
 known_permissions := {
 	"users.create",
+	# Changing a user (UpdateUser): display name, roles, and disabling or enabling them. Granting
+	# it grants every role, admin included, so keep it with admins.
+	"users.update",
 	"teams.create",
+	# Changing a password (ChangePassword): every role on the user's own account (with the
+	# current password, checked by identity); on another user's account only roles granting
+	# "users.update" (see own_user_permissions and other_user_permissions).
+	"users.password.change",
+	# Changing a team's membership: AddTeamMember and RemoveTeamMember.
 	"teams.update",
 	"apikeys.create",
 	"apikeys.revoke",
@@ -269,6 +278,22 @@ team_exempt_roles := {"admin"}
 # (role_permissions). Only permissions of RPCs whose facts carry `resource` belong here:
 # resources.reveal and resources.check.
 owned_resource_permissions := {"developer": {"resources.reveal"}}
+
+# Role -> permissions a user holding that role is granted on their own user account only
+# (input.resource.name is the user's own "users/<username>"): everyone may change their own
+# password (identity also checks their current one).
+own_user_permissions := {
+	"admin": {"users.password.change"},
+	"platform-engineer": {"users.password.change"},
+	"developer": {"users.password.change"},
+	"viewer": {"users.password.change"},
+}
+
+# Permission on a user account -> the permission a role must grant (role_permissions) to
+# exercise it on another user's account. Resetting someone else's password, without their
+# current one, takes over their account: it needs "users.update", like any other change to
+# a user (admins). Identity also refuses it to non-admins.
+other_user_permissions := {"users.password.change": "users.update"}
 
 # ---------------------------------------------------------------------------
 # Decision (the only document the platform reads)
@@ -417,6 +442,25 @@ owned_permissions(role) := object.get(owned_resource_permissions, role, set())
 # A team's quota of `kind` ("applications" or "resources").
 team_quota(team, kind) := object.get(object.get(team_quotas, team, {}), kind, default_team_quota[kind])
 
+# Permissions `role` grants only on the user's own account.
+own_user_perms(role) := object.get(own_user_permissions, role, set())
+
+# The request acts on the calling user's own account ("users/<username>", exactly).
+own_user_account if {
+	subject_type == "user"
+	u := subject.username
+	is_string(u)
+	u != ""
+	input.resource.name == sprintf("users/%s", [u])
+}
+
+# How the user account a request acts on is named in reasons.
+target_user := n if {
+	n := input.resource.name
+	is_string(n)
+	n != ""
+} else := "the user the request names"
+
 # Roles allowed to deploy, derived from the table above.
 deploy_roles contains role if {
 	some role, perms in role_permissions
@@ -439,6 +483,19 @@ grants contains sprintf("role \"%s\" on a resource of team \"%s\"", [role, fact_
 	permission in owned_permissions(role)
 	fact_resource_team != ""
 	sprintf("teams/%s", [fact_resource_team]) in user_teams
+}
+
+grants contains sprintf("role \"%s\" on the user's own account", [role]) if {
+	own_user_account
+	some role in user_roles
+	permission in own_user_perms(role)
+}
+
+grants contains sprintf("role \"%s\" on another user's account (\"%s\")", [role, needed]) if {
+	subject_type == "user"
+	needed := other_user_permissions[permission]
+	some role in user_roles
+	needed in object.get(role_permissions, role, set())
 }
 
 grants contains "specs delegation" if {
@@ -544,6 +601,17 @@ refusals contains sprintf("role \"%s\" of user \"%s\" does not grant \"%s\"", [r
 	perms := role_permissions[role]
 	not permission in perms
 	not permission in owned_permissions(role) # said below, with the owner
+	not permission in own_user_perms(role) # said below, with whose account it is
+}
+
+# A role granting the permission only on its user's own account, asked for another user's.
+refusals contains sprintf("role \"%s\" of user \"%s\" grants \"%s\" only on the user's own account (users/%s), not on %s; on another user's account it needs \"%s\", which no role of the user grants: ask an admin", [role, username, permission, username, target_user, needed]) if {
+	subject_type == "user"
+	not own_user_account
+	some role in user_roles
+	permission in own_user_perms(role)
+	needed := other_user_permissions[permission]
+	not needed in object.get(role_permissions, role, set())
 }
 
 # A role granting the permission only on its user's teams' resources: whose resource it is.

@@ -138,8 +138,9 @@ test_developer_denials if {
 
 # -- viewer --------------------------------------------------------------------
 
+# Except on their own account (changing their own password; see the user-account tests).
 test_viewer_has_no_mutations if {
-	every p in user_permissions {
+	every p in user_permissions - authz.own_user_permissions.viewer {
 		denied_with(
 			req(user("bob", ["viewer"]), "gateway", p),
 			sprintf(`role "viewer" of user "bob" does not grant "%s"`, [p]),
@@ -720,4 +721,111 @@ test_an_owner_in_malformed_run_facts_still_binds if {
 		"application": "x",
 		"applications": [{"application": 1, "team": "billing"}, "nonsense"],
 	}}))
+}
+
+# -- user lifecycle: UpdateUser (users.update) and RemoveTeamMember (teams.update) ----------
+
+update_user_req(subject) := {
+	"subject": subject,
+	"peer": peer("gateway"),
+	"method": "/innominatus.identity.v1.IdentityService/UpdateUser",
+	"permission": "users.update",
+	"request": {"user": {"name": "users/bob", "disabled": true}, "update_mask": "disabled"},
+	"resource": {"type": "user", "name": "users/bob", "environment": "", "application": ""},
+}
+
+remove_member_req(subject) := {
+	"subject": subject,
+	"peer": peer("gateway"),
+	"method": "/innominatus.identity.v1.IdentityService/RemoveTeamMember",
+	"permission": "teams.update",
+	"request": {"team": "teams/payments", "user": "users/bob"},
+	"resource": {"type": "team", "name": "teams/payments", "environment": "", "application": ""},
+}
+
+test_only_admins_update_users if {
+	allowed(update_user_req(user("root", ["admin"])))
+	every r in {"platform-engineer", "developer", "viewer"} {
+		denied_with(
+			update_user_req(user("x", [r])),
+			sprintf(`role "%s" of user "x" does not grant "users.update"`, [r]),
+		)
+	}
+}
+
+test_users_update_needs_a_user_subject if {
+	denied(update_user_req(service("specs")))
+	denied(update_user_req(null))
+}
+
+# Removing a member is the same grant as adding one: admins and platform engineers.
+test_team_membership_removal_mirrors_adding if {
+	allowed(remove_member_req(user("root", ["admin"])))
+	allowed(remove_member_req(user("pat", ["platform-engineer"])))
+	every r in {"developer", "viewer"} {
+		denied_with(
+			remove_member_req(user("x", [r])),
+			sprintf(`role "%s" of user "x" does not grant "teams.update"`, [r]),
+		)
+	}
+}
+
+# -- user accounts: ChangePassword (users.password.change) -------------------------------
+
+change_password_req(subject, target) := {
+	"subject": subject,
+	"peer": peer("gateway"),
+	"method": "/innominatus.identity.v1.IdentityService/ChangePassword",
+	"permission": "users.password.change",
+	# As the platform sends it: both passwords already redacted.
+	"request": {"name": target, "current_password": "[redacted]", "new_password": "[redacted]"},
+	"resource": {"type": "user", "name": target, "environment": "", "application": ""},
+}
+
+test_every_role_changes_its_own_password if {
+	every r in {"admin", "platform-engineer", "developer", "viewer"} {
+		allowed(change_password_req(user("x", [r]), "users/x"))
+	}
+}
+
+test_only_roles_granting_users_update_reset_another_users_password if {
+	allowed(change_password_req(user("root", ["admin"]), "users/bob"))
+	every r in {"platform-engineer", "developer", "viewer"} {
+		denied_with(
+			change_password_req(user("x", [r]), "users/bob"),
+			sprintf(`role "%s" of user "x" grants "users.password.change" only on the user's own account (users/x), not on users/bob; on another user's account it needs "users.update", which no role of the user grants: ask an admin`, [r]),
+		)
+	}
+}
+
+# "Own" is the exact resource name: a bare username, a prefix or a look-alike is someone else's.
+test_own_account_is_the_exact_user_name if {
+	every target in {"x", "users/x2", "users/X", "users/x/", ""} {
+		denied(change_password_req(user("x", ["developer"]), target))
+	}
+	denied_with(
+		change_password_req(user("x", ["developer"]), ""),
+		`role "developer" of user "x" grants "users.password.change" only on the user's own account (users/x), not on the user the request names; on another user's account it needs "users.update", which no role of the user grants: ask an admin`,
+	)
+}
+
+test_change_password_needs_a_user_with_a_role if {
+	denied(change_password_req(service("specs"), "users/specs"))
+	denied(change_password_req(null, "users/x"))
+	denied_with(change_password_req(user("x", []), "users/x"), `user "x" has no roles`)
+	denied_with(change_password_req(user("x", ["intern"]), "users/x"), `role "intern" of user "x" is not a known role`)
+
+	# A subject without a username owns no account, whatever its name says.
+	denied(change_password_req(object.remove(user("x", ["developer"]), {"username"}), "users/x"))
+}
+
+# Granting a role "users.update" (a site's edit) makes it reset other users' passwords too.
+test_other_users_password_follows_users_update if {
+	widened := object.union(
+		authz.role_permissions,
+		{"platform-engineer": union({authz.role_permissions["platform-engineer"], {"users.update"}})},
+	)
+	d := authz.decision with input as change_password_req(user("pat", ["platform-engineer"]), "users/bob")
+		with authz.role_permissions as widened
+	d.allow == true
 }

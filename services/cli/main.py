@@ -8,6 +8,7 @@ from :mod:`innominatus.cli.platform`. Exit codes are part of the interface (see 
 from __future__ import annotations
 
 import argparse
+import difflib
 import getpass
 import os
 import sys
@@ -330,6 +331,31 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("--display-name")
     p.add_argument("--password-stdin", action="store_true", help="read the initial password from stdin")
     p.set_defaults(func=cmd_users_create)
+    etag_help = "refuse the change if the user changed since this etag (from users get -o json)"
+    p = _leaf(users, "disable", "disable a user: their password login and API keys stop working at once; "
+                                "access tokens already issued last until they expire (admin)")
+    p.add_argument("name", metavar="USERNAME", help="user name (`users/NAME` or `NAME`)")
+    p.add_argument("--etag", help=etag_help)
+    p.set_defaults(func=cmd_users_disable)
+    p = _leaf(users, "enable", "enable a disabled user again (admin)")
+    p.add_argument("name", metavar="USERNAME", help="user name (`users/NAME` or `NAME`)")
+    p.add_argument("--etag", help=etag_help)
+    p.set_defaults(func=cmd_users_enable)
+    p = _leaf(users, "set-roles", "replace a user's roles; they apply from the user's next login (admin)")
+    p.add_argument("name", metavar="USERNAME", help="user name (`users/NAME` or `NAME`)")
+    p.add_argument("roles", metavar="ROLE", nargs="+", type=_role,
+                   help="admin, platform-engineer, developer or viewer (one or more)")
+    p.add_argument("--etag", help=etag_help)
+    p.set_defaults(func=cmd_users_set_roles)
+    p = _leaf(users, "set-password", "change your own password (asks for the current one), or as an admin reset "
+                                     "another user's; tokens already issued stay valid until they expire")
+    p.add_argument("name", metavar="USERNAME", nargs="?",
+                   help="whose password (`users/NAME` or `NAME`; default: your own)")
+    p.add_argument("--password-stdin", action="store_true",
+                   help="read the passwords from stdin instead of prompting: for your own, the current "
+                        "password on the first line and the new one on the second; for another user's, "
+                        "the new one on the first line")
+    p.set_defaults(func=cmd_users_set_password)
 
     # teams
     teams = _group(sub, "teams", "teams")
@@ -346,6 +372,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     p.add_argument("team", metavar="TEAM")
     p.add_argument("user", metavar="USER")
     p.set_defaults(func=cmd_teams_add_member)
+    p = _leaf(teams, "remove-member", "remove a user from a team (from the user's next login; "
+                                      "removing a non-member changes nothing)")
+    p.add_argument("team", metavar="TEAM")
+    p.add_argument("user", metavar="USER")
+    p.set_defaults(func=cmd_teams_remove_member)
 
     # apikeys
     keys = _group(sub, "apikeys", "API keys of the calling user", aliases=["api-keys"])
@@ -524,7 +555,9 @@ def _role(text: str) -> str:
     if key.startswith("role-"):
         key = key[len("role-"):]
     if key not in ROLES:
-        raise argparse.ArgumentTypeError(f"unknown role {text!r} (choose from {', '.join(ROLES)})")
+        near = difflib.get_close_matches(key, list(ROLES), n=1, cutoff=0.6)
+        hint = f"did you mean {near[0]!r}? " if near else ""
+        raise argparse.ArgumentTypeError(f"unknown role {text!r} ({hint}choose from {', '.join(ROLES)})")
     return ROLES[key]
 
 
@@ -1591,6 +1624,7 @@ def _print_user(user: dict[str, Any]) -> None:
             ("Teams", [short(t) for t in user.get("teams") or []]),
             ("Disabled", bool(user.get("disabled"))),
             ("Created", when(user.get("createTime"))),
+            ("Updated", when(user.get("updateTime"))),
         ]
     )
 
@@ -1611,6 +1645,56 @@ def cmd_users_create(args: argparse.Namespace) -> int:
     with _client() as client:
         response = client.post("/api/v1/users", user)
     output.emit(response, _fmt(args), lambda: _print_user(response.get("user") or {}))
+    return EXIT_OK
+
+
+def _update_user(args: argparse.Namespace, fields: dict[str, Any], mask: str) -> int:
+    """PATCH /api/v1/users/NAME with ``fields`` and updateMask ``mask`` (UpdateUser)."""
+    user = dict(fields)
+    if args.etag:
+        user["etag"] = args.etag
+    with _client() as client:
+        response = client.request("PATCH", f"/api/v1/users/{segment(args.name, 'users')}",
+                                  params={"updateMask": mask}, json_body=user)
+    output.emit(response, _fmt(args), lambda: _print_user(response.get("user") or {}))
+    return EXIT_OK
+
+
+def cmd_users_disable(args: argparse.Namespace) -> int:
+    return _update_user(args, {"disabled": True}, "disabled")
+
+
+def cmd_users_enable(args: argparse.Namespace) -> int:
+    return _update_user(args, {"disabled": False}, "disabled")
+
+
+def cmd_users_set_roles(args: argparse.Namespace) -> int:
+    return _update_user(args, {"roles": list(dict.fromkeys(args.roles))}, "roles")
+
+
+def cmd_users_set_password(args: argparse.Namespace) -> int:
+    # Passwords only ever come from a prompt without echo or from stdin, never from argv (which
+    # other users of the machine can read in the process list and shells keep in history).
+    with _client() as client:
+        me = (client.get("/api/v1/users:me").get("user") or {}).get("username") or ""
+        username = segment(args.name, "users") if args.name else me
+        own = username == me
+        body: dict[str, Any] = {}
+        if own:
+            body["currentPassword"] = _read_secret("Current password: ", args.password_stdin, "current password")
+        who = "New password" if own else f"New password for {username}"
+        body["newPassword"] = _read_secret(f"{who}: ", args.password_stdin, "new password")
+        if not args.password_stdin and _read_secret(f"Repeat {who[0].lower()}{who[1:]}: ", False,
+                                                   "new password") != body["newPassword"]:
+            raise ApiError("the two new passwords differ; nothing was changed", exit_code=EXIT_USAGE)
+        response = client.post(f"/api/v1/users/{username}:changePassword", body)
+
+    def table() -> None:
+        print(f"Password of {username} changed." if own else f"Password of {username} reset.")
+        print("Access tokens already issued stay valid until they expire; API keys are not affected.",
+              file=sys.stderr)
+
+    output.emit(response, _fmt(args), table)
     return EXIT_OK
 
 
@@ -1655,14 +1739,23 @@ def cmd_teams_create(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_teams_add_member(args: argparse.Namespace) -> int:
+def _change_membership(args: argparse.Namespace, verb: str) -> int:
+    """POST /api/v1/teams/TEAM:addMember or :removeMember (both idempotent)."""
     team = segment(args.team, "teams")
     body = {"user": f"users/{segment(args.user, 'users')}"}
     with _client() as client:
-        response = client.post(f"/api/v1/teams/{team}:addMember", body)
+        response = client.post(f"/api/v1/teams/{team}:{verb}", body)
     updated = response.get("team") or {}
     output.emit(response, _fmt(args), lambda: print_table([updated], TEAM_COLUMNS))
     return EXIT_OK
+
+
+def cmd_teams_add_member(args: argparse.Namespace) -> int:
+    return _change_membership(args, "addMember")
+
+
+def cmd_teams_remove_member(args: argparse.Namespace) -> int:
+    return _change_membership(args, "removeMember")
 
 
 # -- apikeys ----------------------------------------------------------------------------

@@ -33,6 +33,8 @@ users = Table(
     Column("roles", JSON, nullable=False, default=list),
     Column("disabled", Boolean, nullable=False, default=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # When UpdateUser last changed the user (part of the etag); NULL if never.
+    Column("updated_at", DateTime(timezone=True), nullable=True),
 )
 
 teams = Table(

@@ -3,7 +3,9 @@
 Identity signs short-lived access tokens (JWT, EdDSA; see :mod:`innominatus.identity.tokens`)
 and publishes their public keys with ``GetJwks``; every service verifies tokens itself.
 Authorization is done by the kit's interceptors and the Rego policy; the only checks here
-are data scoping that the policy cannot see (whose API key a caller may list or revoke).
+are what the policy cannot see: data scoping (whose API key a caller may list or revoke),
+UpdateUser's guard rails (nobody disables themselves; the last enabled admin stays one) and
+ChangePassword's (the current password for one's own; only admins reset another's).
 
 On first start with an empty user table it creates the user ``admin`` with a random
 password written to ``<data_dir>/bootstrap-admin.json`` (mode 0600). The file is never
@@ -20,8 +22,9 @@ import re
 import secrets
 import uuid
 
+import grpc
 from google.protobuf import timestamp_pb2
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import String, and_, cast, delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from innominatus.common.v1 import audit_event_pb2
@@ -34,6 +37,7 @@ from innominatus.kit.errors import (
     AlreadyExists,
     FailedPrecondition,
     FieldViolation,
+    InnominatusError,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -71,6 +75,25 @@ BOOTSTRAP_USERNAME = "admin"
 
 INVALID_CREDENTIALS = "invalid credentials: check the username and password, or the API key"
 
+# Fields of a User that UpdateUser may change (update_mask paths, snake_case), and why the
+# others may not (for the refusal).
+USER_UPDATABLE = ("display_name", "roles", "disabled")
+USER_FIXED = {
+    "name": "a user's name is fixed: create another user instead",
+    "username": "a username is fixed: create another user instead",
+    "teams": "teams change with AddTeamMember / RemoveTeamMember "
+             "(innominatus teams add-member / remove-member)",
+    "password": "passwords change with ChangePassword (innominatus users set-password)",
+    "create_time": "it is set when the user is created",
+    "update_time": "it is set by UpdateUser",
+    "etag": "it is computed; send it to guard the update instead",
+}
+
+
+class EtagMismatch(InnominatusError):
+    code = grpc.StatusCode.ABORTED
+    default_reason = "ETAG_MISMATCH"
+
 
 
 
@@ -83,6 +106,14 @@ def _role_values(names) -> list[int]:
     return [ROLE_VALUES[n] for n in names or () if n in ROLE_VALUES]
 
 
+def user_etag(row) -> str:
+    """AIP-154 etag of a user: changes whenever UpdateUser writes it (team membership is not
+    part of it; AddTeamMember / RemoveTeamMember need no etag)."""
+    stamp = row.updated_at.isoformat() if getattr(row, "updated_at", None) else ""
+    payload = json.dumps([row.username, row.display_name or "", sorted(row.roles or ()), bool(row.disabled), stamp])
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
 def _user_proto(row, teams: list[str]) -> identity_pb2.User:
     # Built field by field so neither the password nor its hash can ever leak into it.
     return identity_pb2.User(
@@ -93,7 +124,13 @@ def _user_proto(row, teams: list[str]) -> identity_pb2.User:
         teams=sorted(f"teams/{t}" for t in teams),
         create_time=times.timestamp(row.created_at),
         disabled=bool(row.disabled),
+        update_time=times.timestamp(getattr(row, "updated_at", None)),
+        etag=user_etag(row),
     )
+
+
+def _is_enabled_admin(row) -> bool:
+    return ADMIN_ROLE in (row.roles or ()) and not row.disabled
 
 
 def _team_proto(row, members: list[str]) -> identity_pb2.Team:
@@ -151,6 +188,87 @@ async def _existing(session, column, values: list[str]) -> set[str]:
     if not values:
         return set()
     return set((await session.execute(select(column).where(column.in_(values)))).scalars())
+
+
+def _user_not_found(username: str) -> NotFound:
+    return NotFound(
+        f"user 'users/{username}' not found (innominatus users list shows the users)",
+        reason="USER_NOT_FOUND", metadata={"user": f"users/{username}"},
+    )
+
+
+def _team_not_found(slug: str) -> NotFound:
+    return NotFound(
+        f"team 'teams/{slug}' not found (innominatus teams list shows the teams)",
+        reason="TEAM_NOT_FOUND", metadata={"team": f"teams/{slug}"},
+    )
+
+
+def _update_paths(mask_paths) -> list[str]:
+    """UpdateUser's update_mask as USER_UPDATABLE paths, else INVALID_ARGUMENT."""
+    paths = list(mask_paths)
+    if not paths:
+        raise InvalidArgument(
+            "update_mask is required: name the fields to change (display_name, roles, disabled)",
+            violations=[FieldViolation("update_mask", "list display_name, roles and/or disabled")],
+        )
+    if "*" in paths:
+        paths = list(USER_UPDATABLE)
+    # (The gateway turns a JSON updateMask's "displayName" into "display_name".)
+    unknown = [p for p in dict.fromkeys(paths) if p not in USER_UPDATABLE]
+    if unknown:
+        violations = [
+            FieldViolation("update_mask", f"{p!r} cannot be changed: {USER_FIXED.get(p, 'User has no such field')}")
+            for p in unknown
+        ]
+        raise InvalidArgument(
+            f"update_mask names {', '.join(repr(p) for p in unknown)}, which UpdateUser cannot change: "
+            f"only {', '.join(USER_UPDATABLE)} ({violations[0].description})",
+            violations=violations,
+        )
+    return paths
+
+
+def password_violations(password: str, field: str) -> list[FieldViolation]:
+    """The rules every password a user gets must meet: CreateUser's initial password and
+    ChangePassword's new one (one place, so the two cannot drift apart)."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        return [FieldViolation(field, f"must be at least {MIN_PASSWORD_LENGTH} characters")]
+    if len(password) > MAX_PASSWORD_LENGTH:
+        return [FieldViolation(field, f"must be at most {MAX_PASSWORD_LENGTH} characters")]
+    return []
+
+
+def _role_names(values, violations: list[FieldViolation]) -> list[str]:
+    """``user.roles`` (enum values) as role names, without repeats; unknown values are added
+    to ``violations``."""
+    roles: list[str] = []
+    for index, value in enumerate(values):
+        if value not in ROLE_NAMES:
+            violations.append(
+                FieldViolation(f"user.roles[{index}]", "must be one of " + ", ".join(Role.Name(v) for v in ROLE_NAMES))
+            )
+        elif ROLE_NAMES[value] not in roles:
+            roles.append(ROLE_NAMES[value])
+    return roles
+
+
+async def _membership(session, request):
+    """The team row and username an Add/RemoveTeamMember request names; both must exist."""
+    violations = []
+    slug, username = _strip(request.team, "teams"), _strip(request.user, "users")
+    if not NAME_PATTERN.match(slug):
+        violations.append(FieldViolation("team", "must look like teams/<name>"))
+    if not NAME_PATTERN.match(username):
+        violations.append(FieldViolation("user", "must look like users/<username>"))
+    if violations:
+        raise _invalid("team membership", violations)
+    team = await _team_row(session, slug)
+    if team is None:
+        raise _team_not_found(slug)
+    if await _user_row(session, username) is None:
+        raise _user_not_found(username)
+    return team, username
 
 
 def _strip(value: str, collection: str) -> str:
@@ -279,22 +397,12 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                     "must be 2-63 characters: a lowercase letter, then lowercase letters, digits or '-'",
                 )
             )
-        if len(user.password) < MIN_PASSWORD_LENGTH:
-            violations.append(FieldViolation("user.password", f"must be at least {MIN_PASSWORD_LENGTH} characters"))
-        elif len(user.password) > MAX_PASSWORD_LENGTH:
-            violations.append(FieldViolation("user.password", f"must be at most {MAX_PASSWORD_LENGTH} characters"))
+        violations.extend(password_violations(user.password, "user.password"))
         if len(user.display_name) > MAX_DISPLAY_NAME_LENGTH:
             violations.append(
                 FieldViolation("user.display_name", f"must be at most {MAX_DISPLAY_NAME_LENGTH} characters")
             )
-        roles: list[str] = []
-        for index, value in enumerate(user.roles):
-            if value not in ROLE_NAMES:
-                violations.append(
-                    FieldViolation(f"user.roles[{index}]", "must be one of " + ", ".join(Role.Name(v) for v in ROLE_NAMES))
-                )
-            elif ROLE_NAMES[value] not in roles:
-                roles.append(ROLE_NAMES[value])
+        roles = _role_names(user.roles, violations)
         teams: list[str] = []
         for index, team in enumerate(user.teams):
             slug = _strip(team, "teams")
@@ -335,6 +443,155 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             await session.execute(insert(models.team_members).values(team=team, username=username, created_at=now))
         row = await _user_row(session, username)
         return identity_pb2.CreateUserResponse(user=_user_proto(row, teams))
+
+    async def UpdateUser(self, request, context):
+        caller = _caller()
+        user = request.user
+        paths = _update_paths(request.update_mask.paths)
+        username = _require_name(user.name, "users", "user.name")
+        violations: list[FieldViolation] = []
+        roles: list[str] = []
+        if "roles" in paths:
+            roles = _role_names(user.roles, violations)
+            if not user.roles:
+                # A user without roles may do nothing at all; say what to do instead.
+                violations.append(FieldViolation(
+                    "user.roles",
+                    "must name at least one role (ROLE_VIEWER for read-only access); to stop someone using "
+                    "the platform, disable them instead",
+                ))
+        if "display_name" in paths and len(user.display_name) > MAX_DISPLAY_NAME_LENGTH:
+            violations.append(
+                FieldViolation("user.display_name", f"must be at most {MAX_DISPLAY_NAME_LENGTH} characters")
+            )
+        if violations:
+            raise _invalid("user update", violations)
+
+        session = db.session()
+        table = models.users
+        # The user and every enabled admin, locked in one deterministic order: two admins demoting
+        # or disabling each other at once cannot both see the other as the admin that remains, and
+        # concurrent updates cannot deadlock. (The LIKE narrows the lock set; the check below
+        # reads the roles exactly.)
+        admin_like = cast(table.c.roles, String).like(f'%"{ADMIN_ROLE}"%')
+        locked = (await session.execute(
+            select(table)
+            .where(or_(table.c.username == username, and_(table.c.disabled.is_(False), admin_like)))
+            .order_by(table.c.username)
+            .with_for_update()
+        )).all()
+        row = next((r for r in locked if r.username == username), None)
+        if row is None:
+            raise _user_not_found(username)
+        if user.etag and user.etag != user_etag(row):
+            current = user_etag(row)
+            raise EtagMismatch(
+                f"user 'users/{username}' changed: etag {user.etag} is not the current {current} "
+                "(get it again, re-apply your change, and send the new etag)",
+                metadata={"current_etag": current, "user": f"users/{username}"},
+            )
+        disabled = user.disabled if "disabled" in paths else bool(row.disabled)
+        new_roles = roles if "roles" in paths else list(row.roles or ())
+        display_name = user.display_name if "display_name" in paths else (row.display_name or "")
+        if "disabled" in paths and user.disabled and username == caller.username:
+            raise FailedPrecondition(
+                f"you cannot disable your own account 'users/{username}': ask another admin to disable it "
+                "(this keeps an admin from locking themselves out by mistake)",
+                reason="CANNOT_DISABLE_SELF", metadata={"user": f"users/{username}"},
+            )
+        stops_being_admin = _is_enabled_admin(row) and (disabled or ADMIN_ROLE not in new_roles)
+        if stops_being_admin and not any(_is_enabled_admin(r) for r in locked if r.username != username):
+            change = "disabling it" if disabled else "removing its admin role"
+            raise FailedPrecondition(
+                f"'users/{username}' is the last enabled admin: {change} would leave nobody able to manage "
+                "users, teams and API keys. Give another user the admin role first "
+                "(innominatus users set-roles USER admin), then retry",
+                reason="LAST_ADMIN", metadata={"user": f"users/{username}"},
+            )
+        await session.execute(
+            update(table)
+            .where(table.c.username == username)
+            .values(display_name=display_name, roles=new_roles, disabled=disabled, updated_at=times.now())
+        )
+        row = await _user_row(session, username)
+        teams = (await _teams_by_user(session, [username]))[username]
+        return identity_pb2.UpdateUserResponse(user=_user_proto(row, teams))
+
+    async def ChangePassword(self, request, context):
+        # Authorization is the policy's ("users.password.change": every role on its own user,
+        # roles granting "users.update" on others). The checks below are what it cannot see or
+        # should not be trusted alone with: the current password, the target's state, and
+        # (belt and braces, should a policy edit grant too much) that only admins reset
+        # another user's password.
+        # Neither password may appear in anything raised here: errors are logged and audited.
+        caller = _caller()
+        violations: list[FieldViolation] = []
+        username = _strip(request.name, "users")
+        if not request.name.startswith("users/") or not NAME_PATTERN.match(username):
+            # The policy compared `name` with the caller's own "users/<username>": a bare name
+            # would be decided as someone else's, so only the full form is accepted.
+            violations.append(FieldViolation("name", "must be users/<username>"))
+        own = username == caller.username
+        if own:
+            if not request.current_password:
+                violations.append(FieldViolation(
+                    "current_password", "is required to change your own password"))
+            elif request.current_password == request.new_password:
+                violations.append(FieldViolation(
+                    "new_password", "must differ from the current password: choose a new one"))
+        elif request.current_password:
+            violations.append(FieldViolation(
+                "current_password",
+                f"must be empty when resetting another user's password ({request.name}); it is only "
+                "for changing your own",
+            ))
+        violations.extend(password_violations(request.new_password, "new_password"))
+        if violations:
+            raise _invalid("password change", violations)
+        if not own and ADMIN_ROLE not in caller.roles:
+            raise PermissionDenied(
+                f"only an admin may reset another user's password ({request.name}); you may change your "
+                f"own (users/{caller.username}) with your current password",
+                reason="NOT_OWN_PASSWORD", metadata={"user": request.name},
+            )
+
+        # Hashed before the first statement so the transaction (opened by the audit layer)
+        # stays short: argon2 is deliberately slow.
+        new_hash = await passwords.hash_password(request.new_password)
+        session = db.session()
+        table = models.users
+        # The caller's and the target's rows, locked in username order: two changes with the same
+        # current password cannot both pass the check below, and a concurrent disable is seen.
+        rows = {r.username: r for r in (await session.execute(
+            select(table)
+            .where(table.c.username.in_(sorted({caller.username, username})))
+            .order_by(table.c.username)
+            .with_for_update()
+        )).all()}
+        me, row = rows.get(caller.username), rows.get(username)
+        if me is None:
+            raise FailedPrecondition(f"user {caller.name!r} no longer exists", reason="USER_NOT_FOUND")
+        if me.disabled:
+            # The token outlived the disable (tokens stay valid until they expire); the account
+            # itself may change nothing.
+            raise FailedPrecondition(
+                f"user {caller.name!r} is disabled: a disabled user cannot change passwords; "
+                "ask an administrator to enable the account",
+                reason="USER_DISABLED", metadata={"user": caller.name},
+            )
+        if row is None:
+            raise _user_not_found(username)
+        if own and not await passwords.verify_password(row.password_hash, request.current_password):
+            raise PermissionDenied(
+                f"current_password is not the current password of {caller.name}: nothing was changed; "
+                "retry with the password you log in with (an admin can reset it if it is lost)",
+                reason="INVALID_CURRENT_PASSWORD", metadata={"user": caller.name},
+            )
+        # update_time / the etag stay as they are: they describe what UpdateUser changes.
+        await session.execute(update(table).where(table.c.username == username).values(password_hash=new_hash))
+        log.info("password changed", target=f"users/{username}", reset_by_admin=not own)
+        teams = (await _teams_by_user(session, [username]))[username]
+        return identity_pb2.ChangePasswordResponse(user=_user_proto(row, teams))
 
     async def GetUser(self, request, context):
         username = _require_name(request.name, "users", "name")
@@ -424,25 +681,25 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         return identity_pb2.ListTeamsResponse(teams=[_team_proto(r, members[r.name]) for r in rows], next_page_token=token)
 
     async def AddTeamMember(self, request, context):
-        violations = []
-        slug, username = _strip(request.team, "teams"), _strip(request.user, "users")
-        if not NAME_PATTERN.match(slug):
-            violations.append(FieldViolation("team", "must look like teams/<name>"))
-        if not NAME_PATTERN.match(username):
-            violations.append(FieldViolation("user", "must look like users/<username>"))
-        if violations:
-            raise _invalid("team membership", violations)
         session = db.session()
-        team = await _team_row(session, slug)
-        if team is None:
-            raise NotFound(f"team 'teams/{slug}' not found", reason="TEAM_NOT_FOUND")
-        if await _user_row(session, username) is None:
-            raise NotFound(f"user 'users/{username}' not found", reason="USER_NOT_FOUND")
+        team, username = await _membership(session, request)
+        slug = team.name
         members = (await _members_by_team(session, [slug]))[slug]
         if username not in members:  # adding an existing member changes nothing
             await session.execute(insert(models.team_members).values(team=slug, username=username, created_at=times.now()))
             members.append(username)
         return identity_pb2.AddTeamMemberResponse(team=_team_proto(team, members))
+
+    async def RemoveTeamMember(self, request, context):
+        # Idempotent like AddTeamMember: removing a non-member changes nothing; only names that
+        # do not exist are errors (most likely a typo the caller wants to hear about).
+        session = db.session()
+        team, username = await _membership(session, request)
+        slug = team.name
+        table = models.team_members
+        await session.execute(delete(table).where(table.c.team == slug, table.c.username == username))
+        members = (await _members_by_team(session, [slug]))[slug]
+        return identity_pb2.RemoveTeamMemberResponse(team=_team_proto(team, members))
 
     # -- API keys --------------------------------------------------------------
 

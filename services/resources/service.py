@@ -424,9 +424,9 @@ class ResourcesServicer(resources_pb2_grpc.ResourcesServiceServicer):
 
         params = dict(row.params or {})
         wanted: set[str] = set()
-        for _path, text in interpolation.strings_in(params):
-            if "${" in text:
-                for placeholder in interpolation.find_placeholders(text):
+        for _path, value in interpolation.strings_in(params):
+            if "${" in value:
+                for placeholder in interpolation.find_placeholders(value):
                     if len(placeholder.parts) >= 2 and placeholder.parts[0] == "resources":
                         wanted.add(placeholder.parts[1])
         if not wanted:

@@ -7,7 +7,9 @@ approve. So specs asks identity whether each such name exists before storing it:
 
 - the team a deployment names for a new application (or to claim an unowned one), from the
   policy facts provider and the handler of CreateDeployment (specs/teams.py ``resolve_team``);
-- the ``user:<name>`` and ``team:<name>`` approvers of CreateEnvironment / UpdateEnvironment.
+- the ``user:<name>`` and ``team:<name>`` approvers of CreateEnvironment / UpdateEnvironment;
+  a ``user:`` approver must also not be disabled (GetUser says so): a disabled user cannot log
+  in to decide the gate.
 
 Identity is asked with the end user's token, forwarded on the mTLS call like every other
 downstream call of specs (kit/clients.py): GetUser, GetTeam, ListUsers and ListTeams let any
@@ -70,22 +72,27 @@ class IdentityNames:
         except InnominatusError as exc:  # no address configured for identity
             raise _unavailable(what, exc.message) from None
 
-    async def exists(self, kind: str, name: str) -> bool:
-        """Whether user or team ``name`` (bare) exists; UNAVAILABLE when identity cannot say."""
+    async def lookup(self, kind: str, name: str):
+        """User or team ``name`` (bare) as identity returns it (a User or a Team message), None
+        when there is none; UNAVAILABLE when identity cannot say."""
         collection, get, request_type, *_ = _KINDS[kind]
         what = f"{kind} {name!r}"
         stub = self._stub(what)
         try:
-            await getattr(stub, get)(request_type(name=f"{collection}/{name}"), timeout=IDENTITY_TIMEOUT)
+            response = await getattr(stub, get)(request_type(name=f"{collection}/{name}"), timeout=IDENTITY_TIMEOUT)
         except grpc.RpcError as exc:
             remote = decode_rpc_error(exc)
             # INVALID_ARGUMENT: identity's names are stricter than specs' (a team "9" is a
             # valid label here): a name identity refuses to look up is no name it holds.
             if remote.code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
-                return False
+                return None
             # Anything else (down, too slow, refusing us) leaves the question open: fail closed.
             raise _unavailable(what, f"{remote.code.name}: {remote.message}") from None
-        return True
+        return getattr(response, kind)
+
+    async def exists(self, kind: str, name: str) -> bool:
+        """Whether user or team ``name`` (bare) exists; UNAVAILABLE when identity cannot say."""
+        return await self.lookup(kind, name) is not None
 
     async def names(self, kind: str) -> list[str]:
         """Existing names of ``kind`` (bare), for suggestions only: best effort, so a failure ends
@@ -106,11 +113,14 @@ class IdentityNames:
             return found
         return found
 
-    async def _missing(self, kind: str, names: list[str]) -> dict[str, str | None]:
-        """The names of ``names`` that do not exist, each with the existing name it may be a typo of."""
+    async def _missing(self, kind: str, names: list[str], disabled: set[str] | None = None) -> dict[str, str | None]:
+        """The names of ``names`` that do not exist, each with the existing name it may be a typo of.
+        ``disabled``, if given, receives the names that exist but are disabled users."""
         unique = list(dict.fromkeys(names))
-        answers = await asyncio.gather(*(self.exists(kind, n) for n in unique))
-        missing = [n for n, ok in zip(unique, answers) if not ok]
+        answers = await asyncio.gather(*(self.lookup(kind, n) for n in unique))
+        if disabled is not None:
+            disabled.update(n for n, found in zip(unique, answers) if getattr(found, "disabled", False))
+        missing = [n for n, found in zip(unique, answers) if found is None]
         if not missing:
             return {}
         candidates = await self.names(kind)
@@ -144,21 +154,29 @@ class IdentityNames:
 
     async def check_approvers(self, approvers, field: str = "environment.approvers") -> None:
         """INVALID_ARGUMENT / INVALID_APPROVERS with a violation per ``user:`` or ``team:`` entry
-        naming no existing user or team. ``approvers``: entries check_approval accepted (so
-        well-formed); ``role:`` entries are checked there against the known roles."""
+        naming no existing user or team, or a disabled user (who cannot log in to decide the
+        gate). ``approvers``: entries check_approval accepted (so well-formed); ``role:`` entries
+        are checked there against the known roles."""
         entries = [str(a).strip() for a in approvers]
         by_kind: dict[str, list[str]] = {"user": [], "team": []}
         for entry in entries:
             kind, _, value = entry.partition(":")
             if kind in by_kind:
                 by_kind[kind].append(value)
-        missing = {kind: await self._missing(kind, names) if names else {} for kind, names in by_kind.items()}
+        disabled: set[str] = set()
+        missing = {kind: await self._missing(kind, names, disabled if kind == "user" else None) if names else {}
+                   for kind, names in by_kind.items()}
         violations = []
         for index, entry in enumerate(entries):
             kind, _, value = entry.partition(":")
             if value in missing.get(kind, {}):
                 near = missing[kind][value]
                 violations.append(FieldViolation(f"{field}[{index}]", self._no_such(kind, value, near)))
+            elif kind == "user" and value in disabled:
+                violations.append(FieldViolation(
+                    f"{field}[{index}]",
+                    f"user {value!r} is disabled and cannot log in to approve: name another approver, or ask "
+                    f"an admin to enable them (innominatus users enable {value})"))
         if violations:
             raise InvalidArgument(
                 f"{violations[0].field}: {violations[0].description}"

@@ -144,3 +144,26 @@ class OpaServer:
             self.stop()
         except Exception:
             pass
+
+
+def shipped_policy_granting(target: Path, role: str, permission: str) -> Path:
+    """A copy of the shipped policies (tests left out) in ``target`` where ``role`` also holds
+    ``permission`` in role_permissions: what a security team does to widen a role."""
+    from innominatus.kit.policy import default_policy_dir  # noqa: PLC0415
+
+    shipped = default_policy_dir()
+    edited = False
+    for source in shipped.rglob("*.rego"):
+        if source.name.endswith("_test.rego"):
+            continue
+        text = source.read_text()
+        if source.name == "authz.rego":
+            marker = f'\t"{role}": {{\n'
+            assert text.count(marker) == 1, f"the {role} row of role_permissions moved"
+            text = text.replace(marker, marker + f'\t\t"{permission}",\n')
+            edited = True
+        copy = target / source.relative_to(shipped)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_text(text)
+    assert edited, f"no authz.rego under {shipped}"
+    return target

@@ -23,11 +23,12 @@ _sym_db = _symbol_database.Default()
 
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from innominatus.common.v1 import method_policy_pb2 as innominatus_dot_common_dot_v1_dot_method__policy__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&innominatus/identity/v1/identity.proto\x12\x17innominatus.identity.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a)innominatus/common/v1/method_policy.proto\"\xce\x01\n\x04User\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08username\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12,\n\x05roles\x18\x04 \x03(\x0e\x32\x1d.innominatus.identity.v1.Role\x12\r\n\x05teams\x18\x05 \x03(\t\x12\x10\n\x08password\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x64isabled\x18\x08 \x01(\x08\"l\n\x04Team\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x0f\n\x07members\x18\x03 \x03(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xde\x01\n\x06\x41piKey\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12\x0e\n\x06prefix\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"C\n\x0cLoginRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x03 \x01(\t\"z\n\rLoginResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x05\x12+\n\x04user\x18\x04 \x01(\x0b\x32\x1d.innominatus.identity.v1.User\"\x10\n\x0eGetJwksRequest\"$\n\x0fGetJwksResponse\x12\x11\n\tjwks_json\x18\x01 \x01(\t\"\x17\n\x15GetCurrentUserRequest\"E\n\x16GetCurrentUserResponse\x12+\n\x04user\x18\x01 \x01(\x0b\x32\x1d.innominatus.identity.v1.User\"@\n\x11\x43reateUserRequest\x12+\n\x04user\x18\x01 \x01(\x0b\x32\x1d.innominatus.identity.v1.User\"A\n\x12\x43reateUserResponse\x12+\n\x04user\x18\x01 \x01(\x0b\x32\x1d.innominatus.identity.v1.User\"\x1e\n\x0eGetUserRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\">\n\x0fGetUserResponse\x12+\n\x04user\x18\x01 \x01(\x0b\x32\x1d.innominatus.identity.v1.User\"9\n\x10ListUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Z\n\x11ListUsersResponse\x12,\n\x05users\x18\x01 \x03(\x0b\x32\x1d.innominatus.identity.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"@\n\x11\x43reateTeamRequest\x12+\n\x04team\x18\x01 \x01(\x0b\x32\x1d.innominatus.identity.v1.Team\"A\n\x12\x43reateTeamResponse\x12+\n\x04team\x18\x01 \x01(\x0b\x32\x1d.innominatus.identity.v1.Team\"\x1e\n\x0eGetTeamRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\">\n\x0fGetTeamResponse\x12+\n\x04team\x18\x01 \x01(\x0b\x32\x1d.innominatus.identity.v1.Team\"9\n\x10ListTeamsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Z\n\x11ListTeamsResponse\x12,\n\x05teams\x18\x01 \x03(\x0b\x32\x1d.innominatus.identity.v1.Team\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x14\x41\x64\x64TeamMemberRequest\x12\x0c\n\x04team\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x02 \x01(\t\"D\n\x15\x41\x64\x64TeamMemberResponse\x12+\n\x04team\x18\x01 \x01(\x0b\x32\x1d.innominatus.identity.v1.Team\"=\n\x13\x43reateApiKeyRequest\x12\x14\n\x0c\x64isplay_name\x18\x01 \x01(\t\x12\x10\n\x08ttl_days\x18\x02 \x01(\x05\"U\n\x14\x43reateApiKeyResponse\x12\x30\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x1f.innominatus.identity.v1.ApiKey\x12\x0b\n\x03key\x18\x02 \x01(\t\";\n\x12ListApiKeysRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"a\n\x13ListApiKeysResponse\x12\x31\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x1f.innominatus.identity.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"#\n\x13RevokeApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"H\n\x14RevokeApiKeyResponse\x12\x30\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x1f.innominatus.identity.v1.ApiKey*m\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0e\n\nROLE_ADMIN\x10\x01\x12\x1a\n\x16ROLE_PLATFORM_ENGINEER\x10\x02\x12\x12\n\x0eROLE_DEVELOPER\x10\x03\x12\x0f\n\x0bROLE_VIEWER\x10\x04\x32\xa2\x10\n\x0fIdentityService\x12{\n\x05Login\x12%.innominatus.identity.v1.LoginRequest\x1a&.innominatus.identity.v1.LoginResponse\"#\x92\x82\x19\x02(\x01\x82\xd3\xe4\x93\x02\x17\"\x12/api/v1/auth:login:\x01*\x12\xbb\x01\n\x07GetJwks\x12\'.innominatus.identity.v1.GetJwksRequest\x1a(.innominatus.identity.v1.GetJwksResponse\"]\x92\x82\x19@\"\x07gateway\"\x08tool/cli\"\x05specs\"\x06\x65ngine\"\tresources\"\x05\x61udit\"\x08identity(\x01\x82\xd3\xe4\x93\x02\x13\x12\x11/api/v1/auth/jwks\x12\x8b\x01\n\x0eGetCurrentUser\x12..innominatus.identity.v1.GetCurrentUserRequest\x1a/.innominatus.identity.v1.GetCurrentUserResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v1/users:me\x12\x9c\x01\n\nCreateUser\x12*.innominatus.identity.v1.CreateUserRequest\x1a+.innominatus.identity.v1.CreateUserResponse\"5\x92\x82\x19\x16\x08\x01\x12\x0cusers.create\x1a\x04user\x82\xd3\xe4\x93\x02\x15\"\r/api/v1/users:\x04user\x12\x9a\x01\n\x07GetUser\x12\'.innominatus.identity.v1.GetUserRequest\x1a(.innominatus.identity.v1.GetUserResponse\"<\x92\x82\x19\x1a\"\x07gateway\"\x08tool/cli\"\x05specs\x82\xd3\xe4\x93\x02\x18\x12\x16/api/v1/{name=users/*}\x12\x97\x01\n\tListUsers\x12).innominatus.identity.v1.ListUsersRequest\x1a*.innominatus.identity.v1.ListUsersResponse\"3\x92\x82\x19\x1a\"\x07gateway\"\x08tool/cli\"\x05specs\x82\xd3\xe4\x93\x02\x0f\x12\r/api/v1/users\x12\x9c\x01\n\nCreateTeam\x12*.innominatus.identity.v1.CreateTeamRequest\x1a+.innominatus.identity.v1.CreateTeamResponse\"5\x92\x82\x19\x16\x08\x01\x12\x0cteams.create\x1a\x04team\x82\xd3\xe4\x93\x02\x15\"\r/api/v1/teams:\x04team\x12\x9a\x01\n\x07GetTeam\x12\'.innominatus.identity.v1.GetTeamRequest\x1a(.innominatus.identity.v1.GetTeamResponse\"<\x92\x82\x19\x1a\"\x07gateway\"\x08tool/cli\"\x05specs\x82\xd3\xe4\x93\x02\x18\x12\x16/api/v1/{name=teams/*}\x12\x97\x01\n\tListTeams\x12).innominatus.identity.v1.ListTeamsRequest\x1a*.innominatus.identity.v1.ListTeamsResponse\"3\x92\x82\x19\x1a\"\x07gateway\"\x08tool/cli\"\x05specs\x82\xd3\xe4\x93\x02\x0f\x12\r/api/v1/teams\x12\xb5\x01\n\rAddTeamMember\x12-.innominatus.identity.v1.AddTeamMemberRequest\x1a..innominatus.identity.v1.AddTeamMemberResponse\"E\x92\x82\x19\x16\x08\x01\x12\x0cteams.update\x1a\x04team\x82\xd3\xe4\x93\x02%\" /api/v1/{team=teams/*}:addMember:\x01*\x12\xa5\x01\n\x0c\x43reateApiKey\x12,.innominatus.identity.v1.CreateApiKeyRequest\x1a-.innominatus.identity.v1.CreateApiKeyResponse\"8\x92\x82\x19\x1a\x08\x01\x12\x0e\x61pikeys.create\x1a\x06\x61pikey\x82\xd3\xe4\x93\x02\x14\"\x0f/api/v1/apikeys:\x01*\x12\x81\x01\n\x0bListApiKeys\x12+.innominatus.identity.v1.ListApiKeysRequest\x1a,.innominatus.identity.v1.ListApiKeysResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/api/v1/apikeys\x12\xb5\x01\n\x0cRevokeApiKey\x12,.innominatus.identity.v1.RevokeApiKeyRequest\x1a-.innominatus.identity.v1.RevokeApiKeyResponse\"H\x92\x82\x19\x1a\x08\x01\x12\x0e\x61pikeys.revoke\x1a\x06\x61pikey\x82\xd3\xe4\x93\x02$\"\x1f/api/v1/{name=apikeys/*}:revoke:\x01*BNZLgithub.com/innominatus/innominatus/gen/go/innominatus/identity/v1;identityv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&innominatus/identity/v1/identity.proto\x12\x17innominatus.identity.v1\x1a\x1cgoogle/api/annotations.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a)innominatus/common/v1/method_policy.proto\"\x8d\x02\n\x04User\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08username\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12,\n\x05roles\x18\x04 \x03(\x0e\x32\x1d.innominatus.identity.v1.Role\x12\r\n\x05teams\x18\x05 \x03(\t\x12\x10\n\x08password\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x64isabled\x18\x08 \x01(\x08\x12/\n\x0bupdate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\n \x01(\t\"l\n\x04Team\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x0f\n\x07members\x18\x03 \x03(\t\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xde\x01\n\x06\x41piKey\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\r\n\x05owner\x18\x03 \x01(\t\x12\x0e\n\x06prefix\x18\x04 \x01(\t\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"C\n\x0cLoginRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\x12\x0f\n\x07\x61pi_key\x18\x03 \x01(\t\"z\n\rLoginResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x05\x12+\n\x04user\x18\x04 \x01(\x0b\x32\x1d.innominatus.identity.v1.User\"\x10\n\x0eGetJwksRequest\"$\n\x0fGetJwksResponse\x12\x11\n\tjwks_json\x18\x01 \x01(\t\"\x17\n\x15GetCurrentUserRequest\"E\n\x16GetCurrentUserResponse\x12+\n\x04user\x18\x01 \x01(\x0b\x32\x1d.innominatus.identity.v1.User\"@\n\x11\x43reateUserRequest\x12+\n\x04user\x18\x01 \x01(\x0b\x32\x1d.innominatus.identity.v1.User\"A\n\x12\x43reateUserResponse\x12+\n\x04user\x18\x01 \x01(\x0b\x32\x1d.innominatus.identity.v1.User\"q\n\x11UpdateUserRequest\x12+\n\x04user\x18\x01 \x01(\x0b\x32\x1d.innominatus.identity.v1.User\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"A\n\x12UpdateUserResponse\x12+\n\x04user\x18\x01 \x01(\x0b\x32\x1d.innominatus.identity.v1.User\"U\n\x15\x43hangePasswordRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x18\n\x10\x63urrent_password\x18\x02 \x01(\t\x12\x14\n\x0cnew_password\x18\x03 \x01(\t\"E\n\x16\x43hangePasswordResponse\x12+\n\x04user\x18\x01 \x01(\x0b\x32\x1d.innominatus.identity.v1.User\"\x1e\n\x0eGetUserRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\">\n\x0fGetUserResponse\x12+\n\x04user\x18\x01 \x01(\x0b\x32\x1d.innominatus.identity.v1.User\"9\n\x10ListUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Z\n\x11ListUsersResponse\x12,\n\x05users\x18\x01 \x03(\x0b\x32\x1d.innominatus.identity.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"@\n\x11\x43reateTeamRequest\x12+\n\x04team\x18\x01 \x01(\x0b\x32\x1d.innominatus.identity.v1.Team\"A\n\x12\x43reateTeamResponse\x12+\n\x04team\x18\x01 \x01(\x0b\x32\x1d.innominatus.identity.v1.Team\"\x1e\n\x0eGetTeamRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\">\n\x0fGetTeamResponse\x12+\n\x04team\x18\x01 \x01(\x0b\x32\x1d.innominatus.identity.v1.Team\"9\n\x10ListTeamsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Z\n\x11ListTeamsResponse\x12,\n\x05teams\x18\x01 \x03(\x0b\x32\x1d.innominatus.identity.v1.Team\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"2\n\x14\x41\x64\x64TeamMemberRequest\x12\x0c\n\x04team\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x02 \x01(\t\"D\n\x15\x41\x64\x64TeamMemberResponse\x12+\n\x04team\x18\x01 \x01(\x0b\x32\x1d.innominatus.identity.v1.Team\"5\n\x17RemoveTeamMemberRequest\x12\x0c\n\x04team\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x02 \x01(\t\"G\n\x18RemoveTeamMemberResponse\x12+\n\x04team\x18\x01 \x01(\x0b\x32\x1d.innominatus.identity.v1.Team\"=\n\x13\x43reateApiKeyRequest\x12\x14\n\x0c\x64isplay_name\x18\x01 \x01(\t\x12\x10\n\x08ttl_days\x18\x02 \x01(\x05\"U\n\x14\x43reateApiKeyResponse\x12\x30\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x1f.innominatus.identity.v1.ApiKey\x12\x0b\n\x03key\x18\x02 \x01(\t\";\n\x12ListApiKeysRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"a\n\x13ListApiKeysResponse\x12\x31\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x1f.innominatus.identity.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"#\n\x13RevokeApiKeyRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"H\n\x14RevokeApiKeyResponse\x12\x30\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x1f.innominatus.identity.v1.ApiKey*m\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0e\n\nROLE_ADMIN\x10\x01\x12\x1a\n\x16ROLE_PLATFORM_ENGINEER\x10\x02\x12\x12\n\x0eROLE_DEVELOPER\x10\x03\x12\x0f\n\x0bROLE_VIEWER\x10\x04\x32\xdc\x14\n\x0fIdentityService\x12{\n\x05Login\x12%.innominatus.identity.v1.LoginRequest\x1a&.innominatus.identity.v1.LoginResponse\"#\x92\x82\x19\x02(\x01\x82\xd3\xe4\x93\x02\x17\"\x12/api/v1/auth:login:\x01*\x12\xbb\x01\n\x07GetJwks\x12\'.innominatus.identity.v1.GetJwksRequest\x1a(.innominatus.identity.v1.GetJwksResponse\"]\x92\x82\x19@\"\x07gateway\"\x08tool/cli\"\x05specs\"\x06\x65ngine\"\tresources\"\x05\x61udit\"\x08identity(\x01\x82\xd3\xe4\x93\x02\x13\x12\x11/api/v1/auth/jwks\x12\x8b\x01\n\x0eGetCurrentUser\x12..innominatus.identity.v1.GetCurrentUserRequest\x1a/.innominatus.identity.v1.GetCurrentUserResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/api/v1/users:me\x12\x9c\x01\n\nCreateUser\x12*.innominatus.identity.v1.CreateUserRequest\x1a+.innominatus.identity.v1.CreateUserResponse\"5\x92\x82\x19\x16\x08\x01\x12\x0cusers.create\x1a\x04user\x82\xd3\xe4\x93\x02\x15\"\r/api/v1/users:\x04user\x12\xaa\x01\n\nUpdateUser\x12*.innominatus.identity.v1.UpdateUserRequest\x1a+.innominatus.identity.v1.UpdateUserResponse\"C\x92\x82\x19\x16\x08\x01\x12\x0cusers.update\x1a\x04user\x82\xd3\xe4\x93\x02#2\x1b/api/v1/{user.name=users/*}:\x04user\x12\xc6\x01\n\x0e\x43hangePassword\x12..innominatus.identity.v1.ChangePasswordRequest\x1a/.innominatus.identity.v1.ChangePasswordResponse\"S\x92\x82\x19\x1f\x08\x01\x12\x15users.password.change\x1a\x04user\x82\xd3\xe4\x93\x02*\"%/api/v1/{name=users/*}:changePassword:\x01*\x12\x9a\x01\n\x07GetUser\x12\'.innominatus.identity.v1.GetUserRequest\x1a(.innominatus.identity.v1.GetUserResponse\"<\x92\x82\x19\x1a\"\x07gateway\"\x08tool/cli\"\x05specs\x82\xd3\xe4\x93\x02\x18\x12\x16/api/v1/{name=users/*}\x12\x97\x01\n\tListUsers\x12).innominatus.identity.v1.ListUsersRequest\x1a*.innominatus.identity.v1.ListUsersResponse\"3\x92\x82\x19\x1a\"\x07gateway\"\x08tool/cli\"\x05specs\x82\xd3\xe4\x93\x02\x0f\x12\r/api/v1/users\x12\x9c\x01\n\nCreateTeam\x12*.innominatus.identity.v1.CreateTeamRequest\x1a+.innominatus.identity.v1.CreateTeamResponse\"5\x92\x82\x19\x16\x08\x01\x12\x0cteams.create\x1a\x04team\x82\xd3\xe4\x93\x02\x15\"\r/api/v1/teams:\x04team\x12\x9a\x01\n\x07GetTeam\x12\'.innominatus.identity.v1.GetTeamRequest\x1a(.innominatus.identity.v1.GetTeamResponse\"<\x92\x82\x19\x1a\"\x07gateway\"\x08tool/cli\"\x05specs\x82\xd3\xe4\x93\x02\x18\x12\x16/api/v1/{name=teams/*}\x12\x97\x01\n\tListTeams\x12).innominatus.identity.v1.ListTeamsRequest\x1a*.innominatus.identity.v1.ListTeamsResponse\"3\x92\x82\x19\x1a\"\x07gateway\"\x08tool/cli\"\x05specs\x82\xd3\xe4\x93\x02\x0f\x12\r/api/v1/teams\x12\xb5\x01\n\rAddTeamMember\x12-.innominatus.identity.v1.AddTeamMemberRequest\x1a..innominatus.identity.v1.AddTeamMemberResponse\"E\x92\x82\x19\x16\x08\x01\x12\x0cteams.update\x1a\x04team\x82\xd3\xe4\x93\x02%\" /api/v1/{team=teams/*}:addMember:\x01*\x12\xc1\x01\n\x10RemoveTeamMember\x12\x30.innominatus.identity.v1.RemoveTeamMemberRequest\x1a\x31.innominatus.identity.v1.RemoveTeamMemberResponse\"H\x92\x82\x19\x16\x08\x01\x12\x0cteams.update\x1a\x04team\x82\xd3\xe4\x93\x02(\"#/api/v1/{team=teams/*}:removeMember:\x01*\x12\xa5\x01\n\x0c\x43reateApiKey\x12,.innominatus.identity.v1.CreateApiKeyRequest\x1a-.innominatus.identity.v1.CreateApiKeyResponse\"8\x92\x82\x19\x1a\x08\x01\x12\x0e\x61pikeys.create\x1a\x06\x61pikey\x82\xd3\xe4\x93\x02\x14\"\x0f/api/v1/apikeys:\x01*\x12\x81\x01\n\x0bListApiKeys\x12+.innominatus.identity.v1.ListApiKeysRequest\x1a,.innominatus.identity.v1.ListApiKeysResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/api/v1/apikeys\x12\xb5\x01\n\x0cRevokeApiKey\x12,.innominatus.identity.v1.RevokeApiKeyRequest\x1a-.innominatus.identity.v1.RevokeApiKeyResponse\"H\x92\x82\x19\x1a\x08\x01\x12\x0e\x61pikeys.revoke\x1a\x06\x61pikey\x82\xd3\xe4\x93\x02$\"\x1f/api/v1/{name=apikeys/*}:revoke:\x01*BNZLgithub.com/innominatus/innominatus/gen/go/innominatus/identity/v1;identityv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,6 +44,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_IDENTITYSERVICE'].methods_by_name['GetCurrentUser']._serialized_options = b'\202\323\344\223\002\022\022\020/api/v1/users:me'
   _globals['_IDENTITYSERVICE'].methods_by_name['CreateUser']._loaded_options = None
   _globals['_IDENTITYSERVICE'].methods_by_name['CreateUser']._serialized_options = b'\222\202\031\026\010\001\022\014users.create\032\004user\202\323\344\223\002\025\"\r/api/v1/users:\004user'
+  _globals['_IDENTITYSERVICE'].methods_by_name['UpdateUser']._loaded_options = None
+  _globals['_IDENTITYSERVICE'].methods_by_name['UpdateUser']._serialized_options = b'\222\202\031\026\010\001\022\014users.update\032\004user\202\323\344\223\002#2\033/api/v1/{user.name=users/*}:\004user'
+  _globals['_IDENTITYSERVICE'].methods_by_name['ChangePassword']._loaded_options = None
+  _globals['_IDENTITYSERVICE'].methods_by_name['ChangePassword']._serialized_options = b'\222\202\031\037\010\001\022\025users.password.change\032\004user\202\323\344\223\002*\"%/api/v1/{name=users/*}:changePassword:\001*'
   _globals['_IDENTITYSERVICE'].methods_by_name['GetUser']._loaded_options = None
   _globals['_IDENTITYSERVICE'].methods_by_name['GetUser']._serialized_options = b'\222\202\031\032\"\007gateway\"\010tool/cli\"\005specs\202\323\344\223\002\030\022\026/api/v1/{name=users/*}'
   _globals['_IDENTITYSERVICE'].methods_by_name['ListUsers']._loaded_options = None
@@ -55,72 +60,86 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_IDENTITYSERVICE'].methods_by_name['ListTeams']._serialized_options = b'\222\202\031\032\"\007gateway\"\010tool/cli\"\005specs\202\323\344\223\002\017\022\r/api/v1/teams'
   _globals['_IDENTITYSERVICE'].methods_by_name['AddTeamMember']._loaded_options = None
   _globals['_IDENTITYSERVICE'].methods_by_name['AddTeamMember']._serialized_options = b'\222\202\031\026\010\001\022\014teams.update\032\004team\202\323\344\223\002%\" /api/v1/{team=teams/*}:addMember:\001*'
+  _globals['_IDENTITYSERVICE'].methods_by_name['RemoveTeamMember']._loaded_options = None
+  _globals['_IDENTITYSERVICE'].methods_by_name['RemoveTeamMember']._serialized_options = b'\222\202\031\026\010\001\022\014teams.update\032\004team\202\323\344\223\002(\"#/api/v1/{team=teams/*}:removeMember:\001*'
   _globals['_IDENTITYSERVICE'].methods_by_name['CreateApiKey']._loaded_options = None
   _globals['_IDENTITYSERVICE'].methods_by_name['CreateApiKey']._serialized_options = b'\222\202\031\032\010\001\022\016apikeys.create\032\006apikey\202\323\344\223\002\024\"\017/api/v1/apikeys:\001*'
   _globals['_IDENTITYSERVICE'].methods_by_name['ListApiKeys']._loaded_options = None
   _globals['_IDENTITYSERVICE'].methods_by_name['ListApiKeys']._serialized_options = b'\202\323\344\223\002\021\022\017/api/v1/apikeys'
   _globals['_IDENTITYSERVICE'].methods_by_name['RevokeApiKey']._loaded_options = None
   _globals['_IDENTITYSERVICE'].methods_by_name['RevokeApiKey']._serialized_options = b'\222\202\031\032\010\001\022\016apikeys.revoke\032\006apikey\202\323\344\223\002$\"\037/api/v1/{name=apikeys/*}:revoke:\001*'
-  _globals['_ROLE']._serialized_start=2365
-  _globals['_ROLE']._serialized_end=2474
-  _globals['_USER']._serialized_start=174
-  _globals['_USER']._serialized_end=380
-  _globals['_TEAM']._serialized_start=382
-  _globals['_TEAM']._serialized_end=490
-  _globals['_APIKEY']._serialized_start=493
-  _globals['_APIKEY']._serialized_end=715
-  _globals['_LOGINREQUEST']._serialized_start=717
-  _globals['_LOGINREQUEST']._serialized_end=784
-  _globals['_LOGINRESPONSE']._serialized_start=786
-  _globals['_LOGINRESPONSE']._serialized_end=908
-  _globals['_GETJWKSREQUEST']._serialized_start=910
-  _globals['_GETJWKSREQUEST']._serialized_end=926
-  _globals['_GETJWKSRESPONSE']._serialized_start=928
-  _globals['_GETJWKSRESPONSE']._serialized_end=964
-  _globals['_GETCURRENTUSERREQUEST']._serialized_start=966
-  _globals['_GETCURRENTUSERREQUEST']._serialized_end=989
-  _globals['_GETCURRENTUSERRESPONSE']._serialized_start=991
-  _globals['_GETCURRENTUSERRESPONSE']._serialized_end=1060
-  _globals['_CREATEUSERREQUEST']._serialized_start=1062
-  _globals['_CREATEUSERREQUEST']._serialized_end=1126
-  _globals['_CREATEUSERRESPONSE']._serialized_start=1128
-  _globals['_CREATEUSERRESPONSE']._serialized_end=1193
-  _globals['_GETUSERREQUEST']._serialized_start=1195
-  _globals['_GETUSERREQUEST']._serialized_end=1225
-  _globals['_GETUSERRESPONSE']._serialized_start=1227
-  _globals['_GETUSERRESPONSE']._serialized_end=1289
-  _globals['_LISTUSERSREQUEST']._serialized_start=1291
-  _globals['_LISTUSERSREQUEST']._serialized_end=1348
-  _globals['_LISTUSERSRESPONSE']._serialized_start=1350
-  _globals['_LISTUSERSRESPONSE']._serialized_end=1440
-  _globals['_CREATETEAMREQUEST']._serialized_start=1442
-  _globals['_CREATETEAMREQUEST']._serialized_end=1506
-  _globals['_CREATETEAMRESPONSE']._serialized_start=1508
-  _globals['_CREATETEAMRESPONSE']._serialized_end=1573
-  _globals['_GETTEAMREQUEST']._serialized_start=1575
-  _globals['_GETTEAMREQUEST']._serialized_end=1605
-  _globals['_GETTEAMRESPONSE']._serialized_start=1607
-  _globals['_GETTEAMRESPONSE']._serialized_end=1669
-  _globals['_LISTTEAMSREQUEST']._serialized_start=1671
-  _globals['_LISTTEAMSREQUEST']._serialized_end=1728
-  _globals['_LISTTEAMSRESPONSE']._serialized_start=1730
-  _globals['_LISTTEAMSRESPONSE']._serialized_end=1820
-  _globals['_ADDTEAMMEMBERREQUEST']._serialized_start=1822
-  _globals['_ADDTEAMMEMBERREQUEST']._serialized_end=1872
-  _globals['_ADDTEAMMEMBERRESPONSE']._serialized_start=1874
-  _globals['_ADDTEAMMEMBERRESPONSE']._serialized_end=1942
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=1944
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=2005
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=2007
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=2092
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=2094
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=2153
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=2155
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=2252
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=2254
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=2289
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=2291
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=2363
-  _globals['_IDENTITYSERVICE']._serialized_start=2477
-  _globals['_IDENTITYSERVICE']._serialized_end=4559
+  _globals['_ROLE']._serialized_start=2930
+  _globals['_ROLE']._serialized_end=3039
+  _globals['_USER']._serialized_start=208
+  _globals['_USER']._serialized_end=477
+  _globals['_TEAM']._serialized_start=479
+  _globals['_TEAM']._serialized_end=587
+  _globals['_APIKEY']._serialized_start=590
+  _globals['_APIKEY']._serialized_end=812
+  _globals['_LOGINREQUEST']._serialized_start=814
+  _globals['_LOGINREQUEST']._serialized_end=881
+  _globals['_LOGINRESPONSE']._serialized_start=883
+  _globals['_LOGINRESPONSE']._serialized_end=1005
+  _globals['_GETJWKSREQUEST']._serialized_start=1007
+  _globals['_GETJWKSREQUEST']._serialized_end=1023
+  _globals['_GETJWKSRESPONSE']._serialized_start=1025
+  _globals['_GETJWKSRESPONSE']._serialized_end=1061
+  _globals['_GETCURRENTUSERREQUEST']._serialized_start=1063
+  _globals['_GETCURRENTUSERREQUEST']._serialized_end=1086
+  _globals['_GETCURRENTUSERRESPONSE']._serialized_start=1088
+  _globals['_GETCURRENTUSERRESPONSE']._serialized_end=1157
+  _globals['_CREATEUSERREQUEST']._serialized_start=1159
+  _globals['_CREATEUSERREQUEST']._serialized_end=1223
+  _globals['_CREATEUSERRESPONSE']._serialized_start=1225
+  _globals['_CREATEUSERRESPONSE']._serialized_end=1290
+  _globals['_UPDATEUSERREQUEST']._serialized_start=1292
+  _globals['_UPDATEUSERREQUEST']._serialized_end=1405
+  _globals['_UPDATEUSERRESPONSE']._serialized_start=1407
+  _globals['_UPDATEUSERRESPONSE']._serialized_end=1472
+  _globals['_CHANGEPASSWORDREQUEST']._serialized_start=1474
+  _globals['_CHANGEPASSWORDREQUEST']._serialized_end=1559
+  _globals['_CHANGEPASSWORDRESPONSE']._serialized_start=1561
+  _globals['_CHANGEPASSWORDRESPONSE']._serialized_end=1630
+  _globals['_GETUSERREQUEST']._serialized_start=1632
+  _globals['_GETUSERREQUEST']._serialized_end=1662
+  _globals['_GETUSERRESPONSE']._serialized_start=1664
+  _globals['_GETUSERRESPONSE']._serialized_end=1726
+  _globals['_LISTUSERSREQUEST']._serialized_start=1728
+  _globals['_LISTUSERSREQUEST']._serialized_end=1785
+  _globals['_LISTUSERSRESPONSE']._serialized_start=1787
+  _globals['_LISTUSERSRESPONSE']._serialized_end=1877
+  _globals['_CREATETEAMREQUEST']._serialized_start=1879
+  _globals['_CREATETEAMREQUEST']._serialized_end=1943
+  _globals['_CREATETEAMRESPONSE']._serialized_start=1945
+  _globals['_CREATETEAMRESPONSE']._serialized_end=2010
+  _globals['_GETTEAMREQUEST']._serialized_start=2012
+  _globals['_GETTEAMREQUEST']._serialized_end=2042
+  _globals['_GETTEAMRESPONSE']._serialized_start=2044
+  _globals['_GETTEAMRESPONSE']._serialized_end=2106
+  _globals['_LISTTEAMSREQUEST']._serialized_start=2108
+  _globals['_LISTTEAMSREQUEST']._serialized_end=2165
+  _globals['_LISTTEAMSRESPONSE']._serialized_start=2167
+  _globals['_LISTTEAMSRESPONSE']._serialized_end=2257
+  _globals['_ADDTEAMMEMBERREQUEST']._serialized_start=2259
+  _globals['_ADDTEAMMEMBERREQUEST']._serialized_end=2309
+  _globals['_ADDTEAMMEMBERRESPONSE']._serialized_start=2311
+  _globals['_ADDTEAMMEMBERRESPONSE']._serialized_end=2379
+  _globals['_REMOVETEAMMEMBERREQUEST']._serialized_start=2381
+  _globals['_REMOVETEAMMEMBERREQUEST']._serialized_end=2434
+  _globals['_REMOVETEAMMEMBERRESPONSE']._serialized_start=2436
+  _globals['_REMOVETEAMMEMBERRESPONSE']._serialized_end=2507
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=2509
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=2570
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=2572
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=2657
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=2659
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=2718
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=2720
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=2817
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=2819
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=2854
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=2856
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=2928
+  _globals['_IDENTITYSERVICE']._serialized_start=3042
+  _globals['_IDENTITYSERVICE']._serialized_end=5694
 # @@protoc_insertion_point(module_scope)

@@ -56,6 +56,16 @@ class IdentityServiceStub:
                 request_serializer=innominatus_dot_identity_dot_v1_dot_identity__pb2.CreateUserRequest.SerializeToString,
                 response_deserializer=innominatus_dot_identity_dot_v1_dot_identity__pb2.CreateUserResponse.FromString,
                 _registered_method=True)
+        self.UpdateUser = channel.unary_unary(
+                '/innominatus.identity.v1.IdentityService/UpdateUser',
+                request_serializer=innominatus_dot_identity_dot_v1_dot_identity__pb2.UpdateUserRequest.SerializeToString,
+                response_deserializer=innominatus_dot_identity_dot_v1_dot_identity__pb2.UpdateUserResponse.FromString,
+                _registered_method=True)
+        self.ChangePassword = channel.unary_unary(
+                '/innominatus.identity.v1.IdentityService/ChangePassword',
+                request_serializer=innominatus_dot_identity_dot_v1_dot_identity__pb2.ChangePasswordRequest.SerializeToString,
+                response_deserializer=innominatus_dot_identity_dot_v1_dot_identity__pb2.ChangePasswordResponse.FromString,
+                _registered_method=True)
         self.GetUser = channel.unary_unary(
                 '/innominatus.identity.v1.IdentityService/GetUser',
                 request_serializer=innominatus_dot_identity_dot_v1_dot_identity__pb2.GetUserRequest.SerializeToString,
@@ -85,6 +95,11 @@ class IdentityServiceStub:
                 '/innominatus.identity.v1.IdentityService/AddTeamMember',
                 request_serializer=innominatus_dot_identity_dot_v1_dot_identity__pb2.AddTeamMemberRequest.SerializeToString,
                 response_deserializer=innominatus_dot_identity_dot_v1_dot_identity__pb2.AddTeamMemberResponse.FromString,
+                _registered_method=True)
+        self.RemoveTeamMember = channel.unary_unary(
+                '/innominatus.identity.v1.IdentityService/RemoveTeamMember',
+                request_serializer=innominatus_dot_identity_dot_v1_dot_identity__pb2.RemoveTeamMemberRequest.SerializeToString,
+                response_deserializer=innominatus_dot_identity_dot_v1_dot_identity__pb2.RemoveTeamMemberResponse.FromString,
                 _registered_method=True)
         self.CreateApiKey = channel.unary_unary(
                 '/innominatus.identity.v1.IdentityService/CreateApiKey',
@@ -135,6 +150,32 @@ class IdentityServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateUser(self, request, context):
+        """Changes a user (AIP-134): the fields named in `update_mask` ("display_name", "roles",
+        "disabled"; "*" means all three) are replaced. Disabling a user stops their password login
+        and API-key exchange at once; access tokens already issued stay valid until they expire.
+        Refused with FAILED_PRECONDITION when the caller would disable themselves
+        (CANNOT_DISABLE_SELF) or no enabled admin would remain (LAST_ADMIN); with ABORTED /
+        ETAG_MISMATCH when `user.etag` is set and is not the current one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ChangePassword(self, request, context):
+        """Changes a user's password. A user changing their own sends `current_password`, checked like
+        Login checks it (wrong: PERMISSION_DENIED / INVALID_CURRENT_PASSWORD); an admin resetting
+        another user's password sends only `new_password`. The policy grants
+        "users.password.change" to every role on the caller's own user, and on another user only
+        to roles granting "users.update". `new_password` follows CreateUser's rules (12 to 1024
+        characters) and must differ from the current one. A disabled user changes no password
+        (FAILED_PRECONDITION / USER_DISABLED). Access tokens already issued stay valid until they
+        expire; API keys are not affected.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetUser(self, request, context):
         """A user by resource name ("users/{username}"); NOT_FOUND / USER_NOT_FOUND when there is none.
         """
@@ -169,6 +210,16 @@ class IdentityServiceServicer:
 
     def AddTeamMember(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveTeamMember(self, request, context):
+        """Removes a user from a team. Like AddTeamMember it is idempotent: removing a user who is not
+        a member changes nothing and answers with the team as it is (the team and the user must
+        exist: NOT_FOUND otherwise). The user's access tokens carry their teams, so the change
+        takes effect at their next login.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -215,6 +266,16 @@ def add_IdentityServiceServicer_to_server(servicer, server):
                     request_deserializer=innominatus_dot_identity_dot_v1_dot_identity__pb2.CreateUserRequest.FromString,
                     response_serializer=innominatus_dot_identity_dot_v1_dot_identity__pb2.CreateUserResponse.SerializeToString,
             ),
+            'UpdateUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateUser,
+                    request_deserializer=innominatus_dot_identity_dot_v1_dot_identity__pb2.UpdateUserRequest.FromString,
+                    response_serializer=innominatus_dot_identity_dot_v1_dot_identity__pb2.UpdateUserResponse.SerializeToString,
+            ),
+            'ChangePassword': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangePassword,
+                    request_deserializer=innominatus_dot_identity_dot_v1_dot_identity__pb2.ChangePasswordRequest.FromString,
+                    response_serializer=innominatus_dot_identity_dot_v1_dot_identity__pb2.ChangePasswordResponse.SerializeToString,
+            ),
             'GetUser': grpc.unary_unary_rpc_method_handler(
                     servicer.GetUser,
                     request_deserializer=innominatus_dot_identity_dot_v1_dot_identity__pb2.GetUserRequest.FromString,
@@ -244,6 +305,11 @@ def add_IdentityServiceServicer_to_server(servicer, server):
                     servicer.AddTeamMember,
                     request_deserializer=innominatus_dot_identity_dot_v1_dot_identity__pb2.AddTeamMemberRequest.FromString,
                     response_serializer=innominatus_dot_identity_dot_v1_dot_identity__pb2.AddTeamMemberResponse.SerializeToString,
+            ),
+            'RemoveTeamMember': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveTeamMember,
+                    request_deserializer=innominatus_dot_identity_dot_v1_dot_identity__pb2.RemoveTeamMemberRequest.FromString,
+                    response_serializer=innominatus_dot_identity_dot_v1_dot_identity__pb2.RemoveTeamMemberResponse.SerializeToString,
             ),
             'CreateApiKey': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateApiKey,
@@ -371,6 +437,60 @@ class IdentityService:
             '/innominatus.identity.v1.IdentityService/CreateUser',
             innominatus_dot_identity_dot_v1_dot_identity__pb2.CreateUserRequest.SerializeToString,
             innominatus_dot_identity_dot_v1_dot_identity__pb2.CreateUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/innominatus.identity.v1.IdentityService/UpdateUser',
+            innominatus_dot_identity_dot_v1_dot_identity__pb2.UpdateUserRequest.SerializeToString,
+            innominatus_dot_identity_dot_v1_dot_identity__pb2.UpdateUserResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangePassword(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/innominatus.identity.v1.IdentityService/ChangePassword',
+            innominatus_dot_identity_dot_v1_dot_identity__pb2.ChangePasswordRequest.SerializeToString,
+            innominatus_dot_identity_dot_v1_dot_identity__pb2.ChangePasswordResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -533,6 +653,33 @@ class IdentityService:
             '/innominatus.identity.v1.IdentityService/AddTeamMember',
             innominatus_dot_identity_dot_v1_dot_identity__pb2.AddTeamMemberRequest.SerializeToString,
             innominatus_dot_identity_dot_v1_dot_identity__pb2.AddTeamMemberResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveTeamMember(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/innominatus.identity.v1.IdentityService/RemoveTeamMember',
+            innominatus_dot_identity_dot_v1_dot_identity__pb2.RemoveTeamMemberRequest.SerializeToString,
+            innominatus_dot_identity_dot_v1_dot_identity__pb2.RemoveTeamMemberResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,6 +42,24 @@ class IdentityServiceStub:
     GetCurrentUser: _grpc.UnaryUnaryMultiCallable[_identity_pb2.GetCurrentUserRequest, _identity_pb2.GetCurrentUserResponse]
     """The user the presented token belongs to."""
     CreateUser: _grpc.UnaryUnaryMultiCallable[_identity_pb2.CreateUserRequest, _identity_pb2.CreateUserResponse]
+    UpdateUser: _grpc.UnaryUnaryMultiCallable[_identity_pb2.UpdateUserRequest, _identity_pb2.UpdateUserResponse]
+    """Changes a user (AIP-134): the fields named in `update_mask` ("display_name", "roles",
+    "disabled"; "*" means all three) are replaced. Disabling a user stops their password login
+    and API-key exchange at once; access tokens already issued stay valid until they expire.
+    Refused with FAILED_PRECONDITION when the caller would disable themselves
+    (CANNOT_DISABLE_SELF) or no enabled admin would remain (LAST_ADMIN); with ABORTED /
+    ETAG_MISMATCH when `user.etag` is set and is not the current one.
+    """
+    ChangePassword: _grpc.UnaryUnaryMultiCallable[_identity_pb2.ChangePasswordRequest, _identity_pb2.ChangePasswordResponse]
+    """Changes a user's password. A user changing their own sends `current_password`, checked like
+    Login checks it (wrong: PERMISSION_DENIED / INVALID_CURRENT_PASSWORD); an admin resetting
+    another user's password sends only `new_password`. The policy grants
+    "users.password.change" to every role on the caller's own user, and on another user only
+    to roles granting "users.update". `new_password` follows CreateUser's rules (12 to 1024
+    characters) and must differ from the current one. A disabled user changes no password
+    (FAILED_PRECONDITION / USER_DISABLED). Access tokens already issued stay valid until they
+    expire; API keys are not affected.
+    """
     GetUser: _grpc.UnaryUnaryMultiCallable[_identity_pb2.GetUserRequest, _identity_pb2.GetUserResponse]
     """A user by resource name ("users/{username}"); NOT_FOUND / USER_NOT_FOUND when there is none."""
     ListUsers: _grpc.UnaryUnaryMultiCallable[_identity_pb2.ListUsersRequest, _identity_pb2.ListUsersResponse]
@@ -50,6 +68,12 @@ class IdentityServiceStub:
     """A team by resource name ("teams/{team}"); NOT_FOUND / TEAM_NOT_FOUND when there is none."""
     ListTeams: _grpc.UnaryUnaryMultiCallable[_identity_pb2.ListTeamsRequest, _identity_pb2.ListTeamsResponse]
     AddTeamMember: _grpc.UnaryUnaryMultiCallable[_identity_pb2.AddTeamMemberRequest, _identity_pb2.AddTeamMemberResponse]
+    RemoveTeamMember: _grpc.UnaryUnaryMultiCallable[_identity_pb2.RemoveTeamMemberRequest, _identity_pb2.RemoveTeamMemberResponse]
+    """Removes a user from a team. Like AddTeamMember it is idempotent: removing a user who is not
+    a member changes nothing and answers with the team as it is (the team and the user must
+    exist: NOT_FOUND otherwise). The user's access tokens carry their teams, so the change
+    takes effect at their next login.
+    """
     CreateApiKey: _grpc.UnaryUnaryMultiCallable[_identity_pb2.CreateApiKeyRequest, _identity_pb2.CreateApiKeyResponse]
     """Creates an API key for the calling user. The secret is in the response only."""
     ListApiKeys: _grpc.UnaryUnaryMultiCallable[_identity_pb2.ListApiKeysRequest, _identity_pb2.ListApiKeysResponse]
@@ -69,6 +93,24 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     GetCurrentUser: _aio.UnaryUnaryMultiCallable[_identity_pb2.GetCurrentUserRequest, _identity_pb2.GetCurrentUserResponse]  # type: ignore[assignment]
     """The user the presented token belongs to."""
     CreateUser: _aio.UnaryUnaryMultiCallable[_identity_pb2.CreateUserRequest, _identity_pb2.CreateUserResponse]  # type: ignore[assignment]
+    UpdateUser: _aio.UnaryUnaryMultiCallable[_identity_pb2.UpdateUserRequest, _identity_pb2.UpdateUserResponse]  # type: ignore[assignment]
+    """Changes a user (AIP-134): the fields named in `update_mask` ("display_name", "roles",
+    "disabled"; "*" means all three) are replaced. Disabling a user stops their password login
+    and API-key exchange at once; access tokens already issued stay valid until they expire.
+    Refused with FAILED_PRECONDITION when the caller would disable themselves
+    (CANNOT_DISABLE_SELF) or no enabled admin would remain (LAST_ADMIN); with ABORTED /
+    ETAG_MISMATCH when `user.etag` is set and is not the current one.
+    """
+    ChangePassword: _aio.UnaryUnaryMultiCallable[_identity_pb2.ChangePasswordRequest, _identity_pb2.ChangePasswordResponse]  # type: ignore[assignment]
+    """Changes a user's password. A user changing their own sends `current_password`, checked like
+    Login checks it (wrong: PERMISSION_DENIED / INVALID_CURRENT_PASSWORD); an admin resetting
+    another user's password sends only `new_password`. The policy grants
+    "users.password.change" to every role on the caller's own user, and on another user only
+    to roles granting "users.update". `new_password` follows CreateUser's rules (12 to 1024
+    characters) and must differ from the current one. A disabled user changes no password
+    (FAILED_PRECONDITION / USER_DISABLED). Access tokens already issued stay valid until they
+    expire; API keys are not affected.
+    """
     GetUser: _aio.UnaryUnaryMultiCallable[_identity_pb2.GetUserRequest, _identity_pb2.GetUserResponse]  # type: ignore[assignment]
     """A user by resource name ("users/{username}"); NOT_FOUND / USER_NOT_FOUND when there is none."""
     ListUsers: _aio.UnaryUnaryMultiCallable[_identity_pb2.ListUsersRequest, _identity_pb2.ListUsersResponse]  # type: ignore[assignment]
@@ -77,6 +119,12 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     """A team by resource name ("teams/{team}"); NOT_FOUND / TEAM_NOT_FOUND when there is none."""
     ListTeams: _aio.UnaryUnaryMultiCallable[_identity_pb2.ListTeamsRequest, _identity_pb2.ListTeamsResponse]  # type: ignore[assignment]
     AddTeamMember: _aio.UnaryUnaryMultiCallable[_identity_pb2.AddTeamMemberRequest, _identity_pb2.AddTeamMemberResponse]  # type: ignore[assignment]
+    RemoveTeamMember: _aio.UnaryUnaryMultiCallable[_identity_pb2.RemoveTeamMemberRequest, _identity_pb2.RemoveTeamMemberResponse]  # type: ignore[assignment]
+    """Removes a user from a team. Like AddTeamMember it is idempotent: removing a user who is not
+    a member changes nothing and answers with the team as it is (the team and the user must
+    exist: NOT_FOUND otherwise). The user's access tokens carry their teams, so the change
+    takes effect at their next login.
+    """
     CreateApiKey: _aio.UnaryUnaryMultiCallable[_identity_pb2.CreateApiKeyRequest, _identity_pb2.CreateApiKeyResponse]  # type: ignore[assignment]
     """Creates an API key for the calling user. The secret is in the response only."""
     ListApiKeys: _aio.UnaryUnaryMultiCallable[_identity_pb2.ListApiKeysRequest, _identity_pb2.ListApiKeysResponse]  # type: ignore[assignment]
@@ -117,6 +165,36 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _identity_pb2.CreateUserRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_identity_pb2.CreateUserResponse, _abc.Awaitable[_identity_pb2.CreateUserResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateUser(
+        self,
+        request: _identity_pb2.UpdateUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.UpdateUserResponse, _abc.Awaitable[_identity_pb2.UpdateUserResponse]]:
+        """Changes a user (AIP-134): the fields named in `update_mask` ("display_name", "roles",
+        "disabled"; "*" means all three) are replaced. Disabling a user stops their password login
+        and API-key exchange at once; access tokens already issued stay valid until they expire.
+        Refused with FAILED_PRECONDITION when the caller would disable themselves
+        (CANNOT_DISABLE_SELF) or no enabled admin would remain (LAST_ADMIN); with ABORTED /
+        ETAG_MISMATCH when `user.etag` is set and is not the current one.
+        """
+
+    @_abc_1.abstractmethod
+    def ChangePassword(
+        self,
+        request: _identity_pb2.ChangePasswordRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.ChangePasswordResponse, _abc.Awaitable[_identity_pb2.ChangePasswordResponse]]:
+        """Changes a user's password. A user changing their own sends `current_password`, checked like
+        Login checks it (wrong: PERMISSION_DENIED / INVALID_CURRENT_PASSWORD); an admin resetting
+        another user's password sends only `new_password`. The policy grants
+        "users.password.change" to every role on the caller's own user, and on another user only
+        to roles granting "users.update". `new_password` follows CreateUser's rules (12 to 1024
+        characters) and must differ from the current one. A disabled user changes no password
+        (FAILED_PRECONDITION / USER_DISABLED). Access tokens already issued stay valid until they
+        expire; API keys are not affected.
+        """
 
     @_abc_1.abstractmethod
     def GetUser(
@@ -161,6 +239,18 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _identity_pb2.AddTeamMemberRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_identity_pb2.AddTeamMemberResponse, _abc.Awaitable[_identity_pb2.AddTeamMemberResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RemoveTeamMember(
+        self,
+        request: _identity_pb2.RemoveTeamMemberRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.RemoveTeamMemberResponse, _abc.Awaitable[_identity_pb2.RemoveTeamMemberResponse]]:
+        """Removes a user from a team. Like AddTeamMember it is idempotent: removing a user who is not
+        a member changes nothing and answers with the team as it is (the team and the user must
+        exist: NOT_FOUND otherwise). The user's access tokens carry their teams, so the change
+        takes effect at their next login.
+        """
 
     @_abc_1.abstractmethod
     def CreateApiKey(
