@@ -90,7 +90,9 @@ async def test_sigkill_mid_step_then_another_worker_resumes(database_url, worker
     ))
     run_id = await api.start_run(definition, request_id="crash-1")
     try:
-        first = workers("w1", "--lease-seconds", "1.5", "--heartbeat-seconds", "0.3")
+        # A 3 s lease renewed every 0.3 s: a loaded machine stalling the worker for a second or two
+        # does not lose it (the worker would then retry b itself); w2 takes over within 3 s of the kill.
+        first = workers("w1", "--lease-seconds", "3", "--heartbeat-seconds", "0.3")
         await wait_until(lambda: asyncio.sleep(0, result=len(lines(tmp_path / "b.log")) == 1), 30, "step b to start")
         run, rows = await api.get_run(run_id)
         assert run.lease_owner == "w1"
@@ -100,7 +102,7 @@ async def test_sigkill_mid_step_then_another_worker_resumes(database_url, worker
         first.wait(timeout=10)
 
         (tmp_path / "release").touch()
-        workers("w2", "--lease-seconds", "1.5", "--heartbeat-seconds", "0.3")
+        workers("w2", "--lease-seconds", "3", "--heartbeat-seconds", "0.3")
         run = await api.wait(run_id, timeout=30)
         assert run.state == "SUCCEEDED", run.error
 

@@ -241,9 +241,10 @@ SPAWN_AND_WAIT = 'sleep 60 & echo $! > child.pid; echo $$ > shell.pid; wait'
 async def test_shell_timeout_kills_the_process_group(ctx):
     started = time.monotonic()
     with pytest.raises(StepFailed) as info:
-        await ShellExecutor().run(ctx({"script": SPAWN_AND_WAIT, "timeout": 0.5}))
+        # 2 s: time for the shell to write its pid files first, even on a loaded machine
+        await ShellExecutor().run(ctx({"script": SPAWN_AND_WAIT, "timeout": 2}))
     assert info.value.kind == "timeout" and info.value.retryable is True
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 15  # the timeout, not the script's 60 s
     for name in ("child.pid", "shell.pid"):
         pid = int((ctx.workdir / name).read_text())
         assert await gone(pid), f"{name} {pid} survived the timeout"
@@ -390,7 +391,10 @@ async def test_http_timeout_and_cancel(ctx, server):
         await HttpExecutor().run(ctx({"url": f"{server.url}/slow", "timeout": 0.3}))
     assert info.value.kind == "timeout" and info.value.retryable is True
     task = asyncio.ensure_future(HttpExecutor().run(ctx({"url": f"{server.url}/slow"})))
-    await asyncio.sleep(0.2)
+    deadline = time.monotonic() + 10
+    while sum(r["path"] == "/slow" for r in server.requests) < 2:  # the request is in flight, held by the server
+        assert time.monotonic() < deadline and not task.done(), "the request never reached the server"
+        await asyncio.sleep(0.02)
     started = time.monotonic()
     ctx.cancelled.set()
     with pytest.raises(StepFailed) as info:

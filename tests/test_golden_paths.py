@@ -10,6 +10,7 @@ exercised by test_app_delete.py and test_golden_paths_api.py."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import shutil
 import subprocess
 from pathlib import Path
@@ -24,6 +25,7 @@ from innominatus.engine.goldenpaths_service import GoldenPathServicer, GoldenPat
 from innominatus.engine.scheduler import Scheduler
 from innominatus.engine.v1 import golden_paths_pb2
 from innominatus.engine.workflows import WORKFLOWS, builtin_executors
+from innominatus.kit import times
 from innominatus.kit.db import Database
 from innominatus.resources.v1 import resources_pb2
 from innominatus.specs.v1 import specs_pb2
@@ -464,15 +466,23 @@ async def test_db_lifecycle_needs_the_resources_service_and_gates_deletes(engine
 async def test_ephemeral_env_is_torn_down_when_its_ttl_passes(engine, tmp_path):
     repo = bare_repo(tmp_path / "gitops.git")
     response, run = await engine.run("ephemeral-env", app="shop", environment="pr-7", image="shop:1.0.0",
-                                     gitops_repo=str(repo), ttl="2s")
+                                     gitops_repo=str(repo), ttl="30m")
     assert run.state == "SUCCEEDED", run.error
     assert response.HasField("expire_time")
+    expires = response.expire_time.ToDatetime(tzinfo=dt.timezone.utc)
+    assert abs((expires - times.utc(run.created_at)) - dt.timedelta(minutes=30)) < dt.timedelta(seconds=5)
     assert "apps/shop/pr-7/deployment.yaml" in files_on(repo)
     [row] = await ephemeral.environments(engine.db, run.id)
-    assert row.state == "active" and row.teardown == "undeploy-app" and row.params["ttl"] == "2s"
+    assert row.state == "active" and row.teardown == "undeploy-app" and row.params["ttl"] == "30m"
+    assert times.utc(row.expires_at) == expires
 
     assert await engine.sweeper.sweep() == []  # not expired yet
-    await asyncio.sleep(2.2)
+    # The TTL passes: its expiry, moved into the past where a real TTL would have taken it (a
+    # short real TTL would race the run itself on a slow machine; the background sweeper's test
+    # below waits out a real one).
+    async with engine.db.transaction() as session:
+        await session.execute(ephemeral.envs_t.update().where(ephemeral.envs_t.c.run_id == run.id)
+                              .values(expires_at=times.now() - dt.timedelta(seconds=1)))
     # A new sweeper, as in an engine restarted after the TTL: the expiry is in the database.
     restarted = ephemeral.Sweeper(engine.db, engine.scheduler, engine.catalog)
     [teardown_id] = await restarted.sweep()
@@ -689,7 +699,9 @@ async def test_a_resumed_run_keeps_its_childs_steps(database, catalog_dir, tmp_p
     specs.plans[("shop", "dev")] = plan_of(*CLAIMS)
     release = resources.hold["resources/a"] = asyncio.Event()
     entered = resources.entered["resources/a"] = asyncio.Event()
-    first = Engine(database, catalog_dir, tmp_path / "work-1", worker_id="crashing-worker", lease_seconds=1,
+    # a short lease, so the second worker takes over soon; 3 s (renewed every 1 s) so that a loaded
+    # machine stalling this one for a moment does not lose it before the "crash"
+    first = Engine(database, catalog_dir, tmp_path / "work-1", worker_id="crashing-worker", lease_seconds=3,
                    specs=specs, resources=resources)
     await first.catalog.load()
     first.scheduler.start()

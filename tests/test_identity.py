@@ -151,7 +151,7 @@ async def create_user(identity: Identity, admin: str, username: str, roles=(Role
     return response.user
 
 
-async def wait_for(predicate, timeout: float = 5.0) -> None:
+async def wait_for(predicate, timeout: float = 30.0) -> None:  # the relay backs off after a failed ship
     deadline = asyncio.get_running_loop().time() + timeout
     while not predicate():
         if asyncio.get_running_loop().time() > deadline:

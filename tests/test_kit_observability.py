@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from innominatus.identity.v1 import identity_pb2
 from innominatus.kit.telemetry import tracer_provider
+from tests.helpers.audit import eventually, list_records
 
 pytestmark = pytest.mark.postgres
 
@@ -250,8 +251,13 @@ async def test_secrets_never_reach_the_logs(platform, json_logs):
         refused = await client.post("/api/v1/auth:login", json={"username": "secretive", "password": wrong})
         assert refused.status_code == 401
 
-    # Audit events are shipped by the relays in the background: let them run too.
-    await asyncio.sleep(1.0)
+    # Audit events are shipped by the relays in the background: let them run too, until the
+    # key's creation is in the audit chain (so the shipping itself was logged, if it logs).
+    async def shipped():
+        records = await list_records(platform, admin_token, method="CreateApiKey")
+        return [r for r in records if r.event.actor == "secretive"]
+
+    await eventually(shipped, timeout=30)
     text = json_logs.getvalue()
     events = _events(json_logs)
     routes = {e.get("route") for e in events if e.get("event") == "http request"}

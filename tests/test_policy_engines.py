@@ -200,7 +200,7 @@ async def test_opa_that_never_answers_times_out():
         started = loop.time()
         with pytest.raises(PolicyEngineUnavailable, match=r"did not answer within 0\.3s \(timeout\)"):
             await engine.decide(ALLOWED_INPUT)
-        assert loop.time() - started < 2.0
+        assert loop.time() - started < 10  # the 0.3 s timeout, not the server's 30 s of silence
     finally:
         await engine.close()
         server.close()

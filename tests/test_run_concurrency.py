@@ -40,12 +40,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 class Recorder:
     """The executor of every ``test`` step: records (run, step, start, end); ``sleep`` and
-    ``approval`` inputs make it take time or wait for a decision."""
+    ``approval`` inputs make it take time or wait for a decision; ``hold: <name>`` keeps it
+    running until the test sets ``gate(name)``, so a test observes a run while it certainly
+    still runs instead of racing a sleep."""
 
     type = "test"
 
     def __init__(self) -> None:
         self.calls: list[dict] = []
+        self.gates: dict[str, asyncio.Event] = {}
+
+    def gate(self, name: str) -> asyncio.Event:
+        return self.gates.setdefault(name, asyncio.Event())
 
     async def run(self, ctx):
         call = {"run": ctx.run_id, "step": ctx.step_id, "start": time.monotonic(), "end": None}
@@ -53,6 +59,9 @@ class Recorder:
         try:
             if ctx.inputs.get("approval"):
                 raise ApprovalRequired("needs a human")
+            if ctx.inputs.get("hold"):
+                # bounded: a run a failed test left behind does not hold a later test's scheduler
+                await asyncio.wait_for(self.gate(ctx.inputs["hold"]).wait(), 60)
             await asyncio.sleep(float(ctx.inputs.get("sleep", 0)))
             return {}
         finally:
@@ -117,6 +126,14 @@ async def wait_for_step(scheduler, run_id, step_id, state, timeout=10.0):
     raise AssertionError(f"{step_id} of {run_id} never reached {state}")
 
 
+async def until_called(rec, run_ids, timeout=10.0):
+    """Until a step of each of ``run_ids`` is in the executor (held ones are then running)."""
+    deadline = time.monotonic() + timeout
+    while not all(rec.of(r) for r in run_ids):
+        assert time.monotonic() < deadline, f"not every run started: {rec.calls}"
+        await asyncio.sleep(0.02)
+
+
 async def blocker_of(scheduler, run_id):
     row, _ = await scheduler.get_run(run_id)
     found = await scheduler.waiting_for(row)
@@ -129,15 +146,16 @@ async def blocker_of(scheduler, run_id):
 async def test_the_second_run_of_a_group_starts_only_after_the_first_ended(engine):
     scheduler, rec = engine
     key = group()
-    first = await scheduler.start_run(workflow(step("a", with_={"sleep": 0.3}), step("b", "a", with_={"sleep": 0.3})),
-                                      concurrency_key=key)
+    first = await scheduler.start_run(
+        workflow(step("a", with_={"hold": "first"}), step("b", "a", with_={"sleep": 0.3})), concurrency_key=key)
     second = await scheduler.start_run(workflow(step("a", with_={"sleep": 0.1})), concurrency_key=key)
-    await wait_for_step(scheduler, first, "a", "RUNNING")
+    await wait_for_step(scheduler, first, "a", "RUNNING")  # and held there until the gate opens
 
     row, blocker = await blocker_of(scheduler, second)
     assert row.state == "PENDING" and row.concurrency_key == key and blocker == first
     waiting = [e for e in await scheduler.events(second) if e["kind"] == "run.waiting"]
     assert len(waiting) == 1 and f"runs/{first}" in waiting[0]["message"] and key in waiting[0]["message"]
+    rec.gate("first").set()
 
     done_first, done_second = await scheduler.wait(first), await scheduler.wait(second)
     assert done_first.state == done_second.state == "SUCCEEDED"
@@ -148,10 +166,13 @@ async def test_the_second_run_of_a_group_starts_only_after_the_first_ended(engin
 
 async def test_runs_of_different_groups_and_without_a_group_run_in_parallel(engine):
     scheduler, rec = engine
-    slow = workflow(step("s", with_={"sleep": 0.6}))
-    runs = [await scheduler.start_run(slow, concurrency_key=group()),
-            await scheduler.start_run(slow, concurrency_key=group()),
-            await scheduler.start_run(slow)]
+    held = workflow(step("s", with_={"hold": "parallel"}))
+    runs = [await scheduler.start_run(held, concurrency_key=group()),
+            await scheduler.start_run(held, concurrency_key=group()),
+            await scheduler.start_run(held)]
+    # Held until all three are in the executor at once: runs that waited for each other never get there.
+    await until_called(rec, runs)
+    rec.gate("parallel").set()
     for run_id in runs:
         assert (await scheduler.wait(run_id)).state == "SUCCEEDED"
     spans = [rec.span(r) for r in runs]
@@ -191,11 +212,13 @@ async def test_a_waiting_run_can_be_cancelled_and_the_next_one_waits_for_the_run
 async def test_three_runs_of_a_group_run_in_the_order_they_were_created(engine):
     scheduler, rec = engine
     key = group()
-    ids = [await scheduler.start_run(workflow(step("x", with_={"sleep": 0.2}), name=f"n{i}"), concurrency_key=key)
+    ids = [await scheduler.start_run(workflow(step("x", with_={"hold": "oldest"} if i == 0 else {"sleep": 0.2}),
+                                              name=f"n{i}"), concurrency_key=key)
            for i in range(3)]
-    await wait_for_step(scheduler, ids[0], "x", "RUNNING")
+    await wait_for_step(scheduler, ids[0], "x", "RUNNING")  # and held there until the gate opens
     # Both wait for the run holding the group.
     assert [(await blocker_of(scheduler, r))[1] for r in ids[1:]] == [ids[0], ids[0]]
+    rec.gate("oldest").set()
     for run_id in ids:
         assert (await scheduler.wait(run_id)).state == "SUCCEEDED"
     spans = [rec.span(r) for r in ids]
@@ -205,12 +228,17 @@ async def test_three_runs_of_a_group_run_in_the_order_they_were_created(engine):
 async def test_a_waiting_runs_deadline_counts_from_when_it_starts(engine):
     scheduler, rec = engine
     key = group()
-    first = await scheduler.start_run(workflow(step("slow", with_={"sleep": 1.0})), concurrency_key=key)
-    second = await scheduler.start_run(workflow(step("quick", with_={"sleep": 0.1}), deadline=0.6), concurrency_key=key)
+    deadline = 2.0  # the second run's; room for its one quick step on a loaded machine
+    first = await scheduler.start_run(workflow(step("slow", with_={"hold": "first"})), concurrency_key=key)
+    second = await scheduler.start_run(workflow(step("quick", with_={"sleep": 0.1}), deadline=deadline),
+                                       concurrency_key=key)
+    created = time.monotonic()
+    await asyncio.sleep(deadline + 0.5)  # the first run holds the group past the second's deadline
+    rec.gate("first").set()
     assert (await scheduler.wait(first)).state == "SUCCEEDED"
     done = await scheduler.wait(second)
     assert done.state == "SUCCEEDED", done.error  # it waited longer than its deadline, ran within it
-    assert rec.span(second)[0] - rec.span(first)[0] > 0.6
+    assert rec.span(second)[0] - created > deadline
 
 
 async def test_a_child_run_is_not_blocked_by_its_parent_and_holds_the_group_with_it(engine):

@@ -41,10 +41,16 @@ TEST_WORKFLOWS = [
     _workflow("ops-hold", """    - {id: hold, type: wait, with: {seconds: 60}}
     - {id: after, type: wait, depends_on: [hold], with: {seconds: 0}}
 """),
-    # Two short steps: time enough to pause between them.
-    _workflow("ops-two", """    - {id: first, type: wait, with: {seconds: 1.0}}
+    # Two steps; the first runs until the test creates the release file, so the test pauses the
+    # run while it certainly still runs.
+    _workflow("ops-two", """    - id: first
+      type: shell
+      with:
+        script: 'while [ ! -e "$RELEASE" ]; do sleep 0.05; done'
+        env: {RELEASE: "${params.release}"}
+        timeout: 120
     - {id: second, type: wait, depends_on: [first], with: {seconds: 0}}
-"""),
+""", params="  params:\n    release: {type: string, required: true}\n"),
     # An approval gate between two steps; only admins and the user pat may decide.
     _workflow("ops-gate", """    - {id: prepare, type: wait, with: {seconds: 0}}
     - id: gate
@@ -337,9 +343,10 @@ async def test_retry_a_failed_run_from_the_failed_step(platform, tmp_path):
 
 
 @pg
-async def test_pause_stops_new_steps_until_resume(platform):
+async def test_pause_stops_new_steps_until_resume(platform, tmp_path):
     tokens = await users(platform)
-    name = await start(platform, tokens["dev"], "ops-two")
+    release = tmp_path / "release-first"
+    name = await start(platform, tokens["dev"], "ops-two", release=str(release))
     await wait_step(platform, name, "first", "RUNNING")
     async with engine(platform) as stub:
         paused = await stub.PauseRun(engine_pb2.PauseRunRequest(name=name), metadata=auth(tokens["dev"]), timeout=20)
@@ -347,6 +354,7 @@ async def test_pause_stops_new_steps_until_resume(platform):
         twice = await call_error(stub.PauseRun(engine_pb2.PauseRunRequest(name=name), metadata=auth(tokens["dev"])))
         assert twice.code == grpc.StatusCode.FAILED_PRECONDITION and twice.reason == "RUN_ALREADY_PAUSED"
 
+        release.touch()
         await wait_step(platform, name, "first", "SUCCEEDED")  # a running step finishes
         await asyncio.sleep(1.5)
         assert await step_state(platform, name, "second") in ("PENDING", "READY")

@@ -9,7 +9,8 @@ Step types it can execute:
             execution, the side effect the tests count); with ``block: true`` it then waits
             until ``DIR/release`` exists.
 ``record``  sleeps ``sleep`` seconds and appends ``run step iteration attempt start end worker``
-            to ``DIR/record-<worker>.log`` (one line per completed execution).
+            to ``DIR/record-<worker>.log`` (one line per completed execution; start and end on
+            the machine's monotonic clock).
 """
 
 from __future__ import annotations
@@ -55,9 +56,11 @@ class Record:
         self.worker = worker
 
     async def run(self, ctx):
-        start = time.time()
+        # CLOCK_MONOTONIC is one clock for every process on the machine (Linux), and unlike the
+        # wall clock it never steps back: the tests compare these times across workers.
+        start = time.monotonic()
         await asyncio.sleep(float(ctx.inputs.get("sleep", 0)))
-        end = time.time()
+        end = time.monotonic()
         _append(self.path, f"{ctx.run_id} {ctx.step_id} {ctx.idempotency_key.rsplit(':', 1)[-1]} {ctx.attempt} "
                            f"{start:.6f} {end:.6f} {self.worker}\n")
         return {}
