@@ -118,3 +118,58 @@ async def test_unknown_routes_and_methods_are_problems_not_crashes(platform):
         assert (await http.delete("/api/v1/deployments")).status_code == 405
         _problem(await http.get("/api/v1/runs/does-not-exist"), 404, "RUN_NOT_FOUND")
         _problem(await http.get("/api/v1/runs", params={"pageToken": "garbage!"}), 400, "INVALID_PAGE_TOKEN")
+
+
+# -- over gRPC: what only a typed client can send --------------------------------------------
+
+
+async def test_a_camel_case_update_mask_over_grpc_names_the_proto_spelling_and_changes_nothing(platform):
+    """JSON clients write "requiresApproval" (the gateway converts it); a gRPC FieldMask takes
+    the proto field name. The refusal says which path and how to write it."""
+    import grpc
+    from google.protobuf import field_mask_pb2
+
+    from innominatus.kit.errors import decode_rpc_error
+    from innominatus.specs.v1 import specs_pb2, specs_pb2_grpc
+
+    admin = await platform.login_admin()
+    metadata = [("authorization", f"Bearer {admin}")]
+    async with platform.channel("specs", identity="gateway") as channel:
+        specs = specs_pb2_grpc.SpecsServiceStub(channel)
+        await specs.CreateEnvironment(specs_pb2.CreateEnvironmentRequest(environment=specs_pb2.Environment(
+            name="qa", type=specs_pb2.ENVIRONMENT_TYPE_STAGING, requires_approval=False)), metadata=metadata)
+        request = specs_pb2.UpdateEnvironmentRequest(
+            environment=specs_pb2.Environment(name="qa", requires_approval=True),
+            update_mask=field_mask_pb2.FieldMask(paths=["approvers", "requiresApproval"]),
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await specs.UpdateEnvironment(request, metadata=metadata)
+        error = decode_rpc_error(caught.value)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and error.reason == "INVALID_FIELD_MASK"
+        assert "update_mask.paths[1]" in error.message and "'requires_approval'" in error.message
+        got = await specs.GetEnvironment(specs_pb2.GetEnvironmentRequest(name="qa"), metadata=metadata)
+        assert got.environment.requires_approval is False
+
+
+async def test_a_number_json_cannot_hold_is_refused_over_grpc(platform):
+    """NaN in a Struct is valid protobuf but no JSON: the policy input and the audit record
+    could not hold it, so the request is refused before anything runs."""
+    import grpc
+    from google.protobuf import struct_pb2
+
+    from innominatus.engine.v1 import engine_pb2, engine_pb2_grpc
+    from innominatus.kit.errors import decode_rpc_error
+
+    admin = await platform.login_admin()
+    inputs = struct_pb2.Struct()
+    inputs.update({"replicas": float("nan")})
+    async with platform.channel("engine", identity="gateway") as channel:
+        engine = engine_pb2_grpc.EngineServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await engine.StartRun(engine_pb2.StartRunRequest(workflow="deploy", application="shop", environment="dev",
+                                                             inputs=inputs),
+                                  metadata=[("authorization", f"Bearer {admin}")])
+    error = decode_rpc_error(caught.value)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and error.reason == "INVALID_NUMBER"
+    assert "cannot be represented as JSON" in error.message
+    await _nothing_deployed(platform, admin)

@@ -36,6 +36,7 @@ from innominatus.kit.auth import TokenVerifier, bearer_token
 from innominatus.kit.context import Peer, RequestContext, Subject
 from innominatus.kit.db import Database
 from innominatus.kit.errors import (
+    FieldViolation,
     InnominatusError,
     Internal,
     InvalidArgument,
@@ -241,10 +242,31 @@ class AuthenticationInterceptor(_MethodInterceptor):
         return await proceed()
 
 
+def _camel_case_mask_paths(request) -> list[FieldViolation]:
+    """A violation per update-mask path written in lowerCamelCase (``requiresApproval``): the
+    JSON spelling, which a gRPC FieldMask does not take (AIP-161: paths are field names)."""
+    violations = []
+    for field, value in request.ListFields():
+        if field.message_type is not None and field.message_type.full_name == "google.protobuf.FieldMask":
+            for index, path in enumerate(value.paths):
+                if path != path.lower():
+                    snake = re.sub(r"(?<!^)(?=[A-Z])", "_", path).lower()
+                    violations.append(FieldViolation(
+                        f"{field.name}.paths[{index}]",
+                        f"{path!r} is the JSON spelling; a FieldMask names fields as in the proto: {snake!r}",
+                    ))
+    return violations
+
+
 def request_as_dict(request) -> dict:
     try:
         return redact(json_format.MessageToDict(request, preserving_proto_field_name=True))
     except json_format.SerializeToJsonError as exc:
+        if violations := _camel_case_mask_paths(request):
+            raise InvalidArgument(
+                f"{violations[0].field}: {violations[0].description}", reason="INVALID_FIELD_MASK",
+                violations=violations,
+            ) from None
         # e.g. an infinite or NaN number in a Struct: nothing downstream could record it.
         raise InvalidArgument(f"the request cannot be represented as JSON: {exc}", reason="INVALID_NUMBER") from None
 
