@@ -93,7 +93,9 @@ async def test_two_admins_disabling_each_other_at_once_leave_one_enabled(platfor
             return_exceptions=True)
         refused = [o for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
         assert len(refused) == 1, outcomes
-        assert decode_rpc_error(refused[0]).reason == "LAST_ADMIN"
+        # Refused as the last admin, or (when the other's disable committed first) as a disabled
+        # caller: either way exactly one admin stays enabled.
+        assert decode_rpc_error(refused[0]).reason in ("LAST_ADMIN", "USER_DISABLED")
         users = [await identity.get(admin, name) for name in ("admin", "ada")]
         assert sorted(u.disabled for u in users) == [False, True]
         # Re-enable whoever was disabled, from the one still enabled (their token is still valid).
@@ -339,3 +341,29 @@ async def test_a_disabled_user_cannot_be_named_an_approver(platform, identity, a
         await identity.update(admin, "kate", ["disabled"], disabled=False)
         created = await http.post("/api/v1/environments", json={"environment": body})
         assert created.status_code == 200, created.text
+
+
+async def test_a_disabled_users_token_changes_nothing_in_identity(platform, identity, admin):
+    """Tokens outlive a disable until they expire; identity refuses every change they ask for,
+    so a disabled admin cannot enable themselves again, make another admin or mint API keys."""
+    await identity.create(admin, "ada", Role.ROLE_ADMIN)
+    ada = (await identity.login(username="ada", password=PASSWORD)).access_token
+    await identity.set_disabled(admin, "ada", True)
+    attempts = {
+        "UpdateUser": identity.update(ada, "ada", ["disabled"], disabled=False),
+        "CreateUser": identity.create(ada, "sleeper", Role.ROLE_ADMIN),
+        "CreateApiKey": identity.stub.CreateApiKey(identity_pb2.CreateApiKeyRequest(display_name="backdoor"),
+                                                   metadata=auth(ada)),
+        "RemoveTeamMember": identity.remove_member(ada, "teams/nobody", "users/admin"),
+    }
+    for method, call in attempts.items():
+        code, error = await refused(call)
+        assert code == grpc.StatusCode.FAILED_PRECONDITION and error.reason == "USER_DISABLED", method
+        assert "ask an administrator to enable it" in error.message
+    assert (await identity.get(admin, "ada")).disabled
+    code, _ = await refused(identity.get(admin, "sleeper"))
+    assert code == grpc.StatusCode.NOT_FOUND
+    # Reading still works with the old token (the documented bound), and enabled again, ada acts.
+    assert (await identity.get(ada, "ada")).disabled
+    await identity.set_disabled(admin, "ada", False)
+    assert not (await identity.update(ada, "ada", ["display_name"], display_name="Ada")).disabled

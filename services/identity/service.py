@@ -3,7 +3,8 @@
 Identity signs short-lived access tokens (JWT, EdDSA; see :mod:`innominatus.identity.tokens`)
 and publishes their public keys with ``GetJwks``; every service verifies tokens itself.
 Authorization is done by the kit's interceptors and the Rego policy; the only checks here
-are what the policy cannot see: data scoping (whose API key a caller may list or revoke),
+are what the policy cannot see: the caller's account is not disabled (every mutation, at one
+seam: its token may outlive the disable), data scoping (whose API key a caller may list or revoke),
 UpdateUser's guard rails (nobody disables themselves; the last enabled admin stays one) and
 ChangePassword's (the current password for one's own; only admins reset another's).
 
@@ -19,6 +20,7 @@ import hashlib
 import json
 import os
 import re
+import functools
 import secrets
 import uuid
 
@@ -47,6 +49,7 @@ from innominatus.kit.logs import get_logger
 from innominatus.kit.pagination import page_of
 from innominatus.kit.server import Runtime, ServiceDefinition
 from innominatus.kit import times
+from innominatus.kit.methods import describe_service
 
 log = get_logger(__name__)
 
@@ -861,6 +864,35 @@ async def bootstrap(runtime: Runtime) -> None:
     if runtime.outbox is not None:
         runtime.outbox.wakeup.set()
     log.info("bootstrap admin created; its credentials were written to the bootstrap file", file=str(path))
+
+
+def _enabled_caller_required(handler):
+    """Refuse a mutation whose calling user is disabled. Tokens outlive a disable (they are
+    verified without asking identity, until they expire), so without this a disabled admin could
+    re-enable themselves, create another admin or mint API keys with a token issued before."""
+
+    @functools.wraps(handler)
+    async def checked(self, request, context):
+        ctx = reqctx.current()
+        subject = ctx.subject if ctx is not None else None
+        if subject is not None and subject.type == "user":
+            row = await _user_row(db.session(), subject.username)
+            if row is None or row.disabled:
+                raise FailedPrecondition(
+                    f"user {subject.name!r} is {'disabled' if row is not None else 'gone'}: its access token "
+                    "still verifies until it expires, but the account may change nothing; ask an "
+                    "administrator to enable it",
+                    reason="USER_DISABLED", metadata={"user": subject.name},
+                )
+        return await handler(self, request, context)
+
+    return checked
+
+
+# Every mutation of the service, at one seam (the policy cannot know the account's state now).
+for _method in describe_service(identity_pb2.DESCRIPTOR.services_by_name["IdentityService"]).values():
+    if _method.mutation and not _method.anonymous:
+        setattr(IdentityServicer, _method.name, _enabled_caller_required(getattr(IdentityServicer, _method.name)))
 
 
 def definition() -> ServiceDefinition:
