@@ -16,7 +16,8 @@ from innominatus.common.v1 import audit_event_pb2
 from innominatus.identity.v1 import identity_pb2
 from innominatus.kit.clients import secure_channel
 from innominatus.specs.v1 import specs_pb2, specs_pb2_grpc
-from tests.helpers.audit import eventually, list_records
+from tests.helpers.audit import list_records
+from tests.helpers.polling import eventually
 
 pytestmark = pytest.mark.postgres
 

@@ -14,7 +14,6 @@ scripts/test starts.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import uuid
@@ -25,13 +24,14 @@ import psycopg
 import pytest
 
 from innominatus.engine.executors.resource import ResourceExecutor
-from innominatus.engine.model import StepContext, StepFailed
+from innominatus.engine.model import StepFailed
 from innominatus.engine.workflows import deploy_workflow
 from innominatus.identity.v1 import identity_pb2
 from innominatus.resources.v1 import resources_pb2, resources_pb2_grpc
 from tests.helpers.mesh import running_platform
 from tests.helpers.real_resources import resource_env
 from tests.helpers.runs import deploy, steps_by_id, wait_for_run
+from tests.helpers.resource_steps import RecordingResourcesStub, resource_step
 
 S = resources_pb2.ResourceState
 OK = ("STEP_STATE_SUCCEEDED",)
@@ -526,33 +526,13 @@ def test_deploy_workflow_ignores_malformed_dropped_entries_and_needs_the_workloa
     assert [s.id for s in deploy_workflow(_inputs(dropped="cache")).steps][-1] == "release"
 
 
-def _step(stub, inputs: dict, tmp_path) -> StepContext:
-    async def log(line: str) -> None:
-        pass
-
-    return StepContext(
-        run_id="run-" + uuid.uuid4().hex[:8], step_id="release-cache", attempt=1, idempotency_key=uuid.uuid4().hex,
-        inputs=inputs, workdir=str(tmp_path), cancelled=asyncio.Event(), log=log, services={"resources": stub},
-    )
-
-
-class _RecordingStub:
-    def __init__(self, response) -> None:
-        self.response = response
-        self.requests: list = []
-
-    async def DeprovisionResource(self, request, timeout=None):  # noqa: N802 - the stub's method name
-        self.requests.append(request)
-        return self.response
-
-
 async def test_resource_step_passes_the_workload(tmp_path):
     answer = resources_pb2.DeprovisionResourceResponse(
         resource=resources_pb2.Resource(name="resources/c", state=S.RESOURCE_STATE_ACTIVE),
         released=True, remaining_claims=["shop/worker"])
-    stub = _RecordingStub(answer)
-    out = await ResourceExecutor().run(_step(stub, {"name": "resources/c", "action": "deprovision",
-                                                    "release": "shop", "workload": "api"}, tmp_path))
+    stub = RecordingResourcesStub(answer)
+    out = await ResourceExecutor().run(resource_step(stub, {"name": "resources/c", "action": "deprovision",
+                                                              "release": "shop", "workload": "api"}, tmp_path, "release-cache"))
     assert (stub.requests[0].application, stub.requests[0].workload) == ("shop", "api")
     assert (out["result"], out["remaining_claims"]) == ("released", ["shop/worker"])
 
@@ -565,7 +545,7 @@ async def test_resource_step_passes_the_workload(tmp_path):
         ({"name": "resources/c", "release": "shop", "workload": "api"}, "`release` applies to `action: deprovision`"),
     ):
         with pytest.raises(StepFailed, match=text) as bad:
-            await ResourceExecutor().run(_step(_RecordingStub(answer), inputs, tmp_path))
+            await ResourceExecutor().run(resource_step(RecordingResourcesStub(answer), inputs, tmp_path, "release-cache"))
         assert bad.value.kind == "invalid_input" and not bad.value.retryable
 
 

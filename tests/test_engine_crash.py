@@ -9,10 +9,7 @@ completes exactly once and no step ever runs twice at the same time.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -25,10 +22,10 @@ from innominatus.engine.model import RetryPolicy, StepDef, WorkflowDef
 from innominatus.engine.scheduler import Scheduler
 from innominatus.kit.db import Database
 from tests.helpers.database import drop_database, fresh_database
+from tests.helpers.engine_worker import WorkerProcesses
+from tests.helpers.polling import eventually
 
 pytestmark = pytest.mark.postgres
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -41,38 +38,9 @@ def database_url():
 
 @pytest.fixture
 def workers(database_url, tmp_path):
-    started: list[subprocess.Popen] = []
-
-    def spawn(worker_id: str, *extra: str) -> subprocess.Popen:
-        log = open(tmp_path / f"{worker_id}.out", "wb")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tests.helpers.engine_worker", "--database-url", database_url,
-             "--worker-id", worker_id, "--marker-dir", str(tmp_path), *extra],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        started.append(process)
-        return process
-
-    yield spawn
-    for process in started:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    for process in started:
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-async def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = await predicate()
-        if value:
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    processes = WorkerProcesses(database_url, tmp_path)
+    yield processes.spawn
+    processes.stop()
 
 
 def lines(path: Path) -> list[list[str]]:
@@ -93,7 +61,7 @@ async def test_sigkill_mid_step_then_another_worker_resumes(database_url, worker
         # A 3 s lease renewed every 0.3 s: a loaded machine stalling the worker for a second or two
         # does not lose it (the worker would then retry b itself); w2 takes over within 3 s of the kill.
         first = workers("w1", "--lease-seconds", "3", "--heartbeat-seconds", "0.3")
-        await wait_until(lambda: asyncio.sleep(0, result=len(lines(tmp_path / "b.log")) == 1), 30, "step b to start")
+        await eventually(lambda: asyncio.sleep(0, result=len(lines(tmp_path / "b.log")) == 1), 30, "step b to start")
         run, rows = await api.get_run(run_id)
         assert run.lease_owner == "w1"
         b_row = next(r for r in rows if r.step_id == "b")
@@ -132,7 +100,7 @@ async def test_200_runs_on_two_workers_none_lost_none_doubled(database_url, work
     try:
         workers("s1", "--lease-seconds", "3")
         workers("s2", "--lease-seconds", "3")
-        await wait_until(lambda: asyncio.sleep(0, result=all((tmp_path / f"ready-{w}").exists() for w in ("s1", "s2"))),
+        await eventually(lambda: asyncio.sleep(0, result=all((tmp_path / f"ready-{w}").exists() for w in ("s1", "s2"))),
                          30, "workers to start")
         started = time.monotonic()
         run_ids = [await api.start_run(definition, request_id=f"stress-{i}") for i in range(200)]
@@ -144,7 +112,7 @@ async def test_200_runs_on_two_workers_none_lost_none_doubled(database_url, work
                     .group_by(models.runs.c.state))).all())
             return counts if sum(counts.get(k, 0) for k in ("SUCCEEDED", "FAILED", "CANCELLED")) == 200 else None
 
-        counts = await wait_until(finished, 60, "200 runs to finish")
+        counts = await eventually(finished, 60, "200 runs to finish")
         elapsed = time.monotonic() - started
         assert counts == {"SUCCEEDED": 200}, counts
 

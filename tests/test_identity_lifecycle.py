@@ -15,7 +15,8 @@ from innominatus.cli.main import main
 from innominatus.common.v1 import audit_event_pb2
 from innominatus.identity.v1 import identity_pb2
 from innominatus.kit.errors import decode_rpc_error
-from tests.helpers.audit import eventually, list_records
+from tests.helpers.audit import list_records
+from tests.helpers.polling import eventually
 from tests.helpers.identity import PASSWORD, Role, auth, refused
 
 pytestmark = pytest.mark.postgres

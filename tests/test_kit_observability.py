@@ -19,7 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from innominatus.identity.v1 import identity_pb2
 from innominatus.kit.telemetry import tracer_provider
-from tests.helpers.audit import eventually, list_records
+from tests.helpers.audit import list_records
+from tests.helpers.polling import eventually
 
 pytestmark = pytest.mark.postgres
 

@@ -21,16 +21,16 @@ import grpc
 import psycopg
 import pytest
 
-from innominatus.identity.v1 import identity_pb2, identity_pb2_grpc
+from innominatus.identity.v1 import identity_pb2
 from innominatus.kit.errors import decode_rpc_error
 from innominatus.resources.drivers.base import scram_sha256_verifier
 from innominatus.resources.v1 import resources_pb2, resources_pb2_grpc
 from tests.helpers.mesh import running_platform
 from tests.helpers.real_resources import resource_env
+from tests.helpers.identity import users_in_teams
 
 pytestmark = pytest.mark.postgres
 
-PASSWORD = "correct-horse-battery"
 
 SCORE = """\
 apiVersion: score.dev/v1b1
@@ -56,26 +56,12 @@ async def setup(tmp_path, monkeypatch):
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("INNOMINATUS_GITOPS_URL_TEMPLATE", raising=False)
     async with running_platform(tmp_path / "data") as platform:
-        admin = await platform.login_admin()
-        auth = [("authorization", f"Bearer {admin}")]
-        channel = platform.channel("identity")
-        try:
-            stub = identity_pb2_grpc.IdentityServiceStub(channel)
-            for team in ("payments", "web"):
-                await stub.CreateTeam(identity_pb2.CreateTeamRequest(team=identity_pb2.Team(name=f"teams/{team}")),
-                                      metadata=auth)
-            for username, role, teams in (("pam", identity_pb2.ROLE_DEVELOPER, ["payments"]),
-                                          ("wes", identity_pb2.ROLE_DEVELOPER, ["web"]),
-                                          ("nora", identity_pb2.ROLE_DEVELOPER, []),
-                                          ("pete", identity_pb2.ROLE_PLATFORM_ENGINEER, [])):
-                user = identity_pb2.User(username=username, roles=[role], teams=[f"teams/{t}" for t in teams],
-                                         password=PASSWORD)
-                await stub.CreateUser(identity_pb2.CreateUserRequest(user=user), metadata=auth)
-        finally:
-            await channel.close()
-        tokens = {"admin": admin}
-        for username in ("pam", "wes", "nora", "pete"):
-            tokens[username] = await platform.login(username, PASSWORD)
+        tokens = await users_in_teams(platform, ("payments", "web"), (
+            ("pam", identity_pb2.ROLE_DEVELOPER, ["payments"]),
+            ("wes", identity_pb2.ROLE_DEVELOPER, ["web"]),
+            ("nora", identity_pb2.ROLE_DEVELOPER, []),
+            ("pete", identity_pb2.ROLE_PLATFORM_ENGINEER, []),
+        ))
         yield platform, tokens, env["INNOMINATUS_POSTGRES_ADMIN_URL"]
 
 

@@ -10,10 +10,6 @@ not a deploy of another application. Orderings are asserted from step start and 
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import defaultdict
@@ -32,6 +28,8 @@ from innominatus.kit.db import Database
 from innominatus.kit.errors import InvalidArgument
 from tests.helpers.database import drop_database, fresh_database
 from tests.helpers.runs import awaits_approval, get_run, start_deployment, wait_for_run
+from tests.helpers.engine_worker import WorkerProcesses
+from tests.helpers.polling import eventually
 
 pytestmark = pytest.mark.postgres
 
@@ -317,38 +315,9 @@ async def test_a_retried_run_queues_behind_the_running_run_of_its_group(engine):
 
 @pytest.fixture
 def workers(database_url, tmp_path):
-    started: list[subprocess.Popen] = []
-
-    def spawn(worker_id: str, *extra: str) -> subprocess.Popen:
-        log = open(tmp_path / f"{worker_id}.out", "wb")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tests.helpers.engine_worker", "--database-url", database_url,
-             "--worker-id", worker_id, "--marker-dir", str(tmp_path), *extra],
-            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        started.append(process)
-        return process
-
-    yield spawn
-    for process in started:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    for process in started:
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-async def _until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = await predicate()
-        if value:
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    processes = WorkerProcesses(database_url, tmp_path)
+    yield processes.spawn
+    processes.stop()
 
 
 async def test_two_worker_processes_never_run_two_runs_of_one_group_at_once(database_url, workers, tmp_path):
@@ -362,7 +331,7 @@ async def test_two_worker_processes_never_run_two_runs_of_one_group_at_once(data
         # At most two runs each: with four groups ready at once, both workers must take some.
         for worker in ("g1", "g2"):
             workers(worker, "--lease-seconds", "3", "--max-runs", "2")
-        await _until(lambda: asyncio.sleep(0, result=all((tmp_path / f"ready-{w}").exists() for w in ("g1", "g2"))),
+        await eventually(lambda: asyncio.sleep(0, result=all((tmp_path / f"ready-{w}").exists() for w in ("g1", "g2"))),
                      30, "workers to start")
         keys = [group() for _ in range(4)]
         created: dict[str, list[str]] = defaultdict(list)
@@ -378,7 +347,7 @@ async def test_two_worker_processes_never_run_two_runs_of_one_group_at_once(data
                     .group_by(models.runs.c.state))).all())
             return counts if sum(counts.get(k, 0) for k in ("SUCCEEDED", "FAILED", "CANCELLED")) == len(run_ids) else None
 
-        assert await _until(finished, 90, "the runs to finish") == {"SUCCEEDED": len(run_ids)}
+        assert await eventually(finished, 90, "the runs to finish") == {"SUCCEEDED": len(run_ids)}
 
         spans: dict[str, list] = defaultdict(list)
         for path in (tmp_path / "record-g1.log", tmp_path / "record-g2.log"):

@@ -25,6 +25,7 @@ from innominatus.kit import context as reqctx
 from innominatus.kit.clients import secure_channel
 from innominatus.kit.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, decode_rpc_error
 from tests.helpers.mesh import running_platform
+from tests.helpers.polling import eventually
 
 def _workflow(name: str, steps: str, params: str = "") -> str:
     return f"""apiVersion: innominatus.dev/v1
@@ -135,17 +136,6 @@ def sql(platform, statement: str, *params) -> list:
         return cursor.fetchall() if cursor.description else []
 
 
-async def wait_until(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await predicate()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"{what} not met in {timeout}s")
-        await asyncio.sleep(0.1)
-
-
 async def step_state(platform, name: str, step_id: str) -> str:
     rows = sql(platform, "SELECT state FROM engine.step_executions WHERE run_id = %s AND step_id = %s",
                name.removeprefix("runs/"), step_id)
@@ -156,7 +146,7 @@ async def wait_step(platform, name: str, step_id: str, state: str) -> None:
     async def reached():
         return await step_state(platform, name, step_id) == state
 
-    await wait_until(reached, what=f"step {step_id} {state}")
+    await eventually(reached, 30, what=f"step {step_id} {state}")
 
 
 async def wait_run(platform, token: str, name: str, *states: int, timeout: float = 30.0) -> engine_pb2.Run:
@@ -164,7 +154,7 @@ async def wait_run(platform, token: str, name: str, *states: int, timeout: float
         run = await get_run(platform, token, name)
         return run if run.state in states else None
 
-    return await wait_until(ended, timeout, what=f"run in {states}")
+    return await eventually(ended, timeout, what=f"run in {states}")
 
 
 async def call_error(coro):
@@ -188,7 +178,7 @@ async def wait_audit(platform, token: str, method: str, count: int) -> list:
         records = await audit_records(platform, token, method)
         return records if len(records) >= count else None
 
-    return await wait_until(enough, what=f"{count} audit records of {method}")
+    return await eventually(enough, 30, what=f"{count} audit records of {method}")
 
 
 async def users(platform) -> dict[str, str]:

@@ -11,7 +11,6 @@ against the real PostgreSQL and Redis that scripts/test starts.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 
@@ -20,12 +19,13 @@ import psycopg
 import pytest
 
 from innominatus.engine.executors.resource import ResourceExecutor
-from innominatus.engine.model import StepContext, StepFailed
+from innominatus.engine.model import StepFailed
 from innominatus.engine.workflows import undeploy_workflow
 from innominatus.identity.v1 import identity_pb2
 from innominatus.resources.v1 import resources_pb2, resources_pb2_grpc
 from tests.helpers.real_resources import resource_env
 from tests.helpers.runs import deploy, steps_by_id, wait_for_run
+from tests.helpers.resource_steps import RecordingResourcesStub, resource_step
 
 S = resources_pb2.ResourceState
 
@@ -86,28 +86,6 @@ async def _undeploy(http, app: str) -> dict:
 # -- the undeploy workflow and the `resource` step ------------------------------------------
 
 
-def _step(stub, inputs: dict, tmp_path) -> StepContext:
-    async def log(line: str) -> None:
-        pass
-
-    return StepContext(
-        run_id="run-" + uuid.uuid4().hex[:8], step_id="deprovision-db", attempt=1, idempotency_key=uuid.uuid4().hex,
-        inputs=inputs, workdir=str(tmp_path), cancelled=asyncio.Event(), log=log, services={"resources": stub},
-    )
-
-
-class _RecordingStub:
-    """Answers DeprovisionResource like the resources service would and keeps the requests."""
-
-    def __init__(self, response) -> None:
-        self.response = response
-        self.requests: list = []
-
-    async def DeprovisionResource(self, request, timeout=None):  # noqa: N802 - the stub's method name
-        self.requests.append(request)
-        return self.response
-
-
 def test_undeploy_steps_release_the_runs_application():
     wf = undeploy_workflow({"claims": [{"ref": "db", "resource": "resources/d", "depends_on": []}]})
     steps = {s.id: s for s in wf.steps}
@@ -121,16 +99,16 @@ async def test_resource_step_passes_release_and_reports_the_outcome(tmp_path):
         resource=resources_pb2.Resource(name="resources/d", state=S.RESOURCE_STATE_ACTIVE),
         released=True, remaining_claims=["billing/billing"],
     )
-    stub = _RecordingStub(released)
-    out = await ResourceExecutor().run(_step(stub, {"name": "resources/d", "action": "deprovision",
-                                                    "release": "shop"}, tmp_path))
+    stub = RecordingResourcesStub(released)
+    out = await ResourceExecutor().run(resource_step(stub, {"name": "resources/d", "action": "deprovision",
+                                                              "release": "shop"}, tmp_path))
     assert stub.requests[0].application == "shop" and not stub.requests[0].force
     assert (out["result"], out["released"], out["remaining_claims"], out["state"]) == (
         "released", True, ["billing/billing"], "active")
 
-    stub = _RecordingStub(resources_pb2.DeprovisionResourceResponse(
+    stub = RecordingResourcesStub(resources_pb2.DeprovisionResourceResponse(
         resource=resources_pb2.Resource(name="resources/d", state=S.RESOURCE_STATE_DELETED)))
-    out = await ResourceExecutor().run(_step(stub, {"name": "resources/d", "action": "deprovision"}, tmp_path))
+    out = await ResourceExecutor().run(resource_step(stub, {"name": "resources/d", "action": "deprovision"}, tmp_path))
     assert stub.requests[0].application == ""  # without `release`, no claim is released
     assert (out["result"], out["released"], out["state"]) == ("deprovisioned", False, "deleted")
 
@@ -140,7 +118,7 @@ async def test_resource_step_passes_release_and_reports_the_outcome(tmp_path):
         ({"name": "resources/d", "action": "deprovision", "release": "a/b"}, "`release` must be an application name"),
     ):
         with pytest.raises(StepFailed, match=text) as bad:
-            await ResourceExecutor().run(_step(_RecordingStub(released), inputs, tmp_path))
+            await ResourceExecutor().run(resource_step(RecordingResourcesStub(released), inputs, tmp_path))
         assert bad.value.kind == "invalid_input" and not bad.value.retryable
 
 

@@ -16,13 +16,14 @@ from innominatus.cli.main import main
 from innominatus.engine import models as engine_models
 from innominatus.engine.app_owners import ApplicationOwnerUnavailable, OwnerFacts
 from innominatus.engine.v1 import engine_pb2
-from innominatus.identity.v1 import identity_pb2, identity_pb2_grpc
+from innominatus.identity.v1 import identity_pb2
 from innominatus.kit import context as reqctx
 from innominatus.kit.context import Peer, RequestContext, Subject
 from innominatus.kit.db import Database
 from innominatus.specs.v1 import specs_pb2
 from tests.helpers.database import drop_database, fresh_database
 from tests.helpers.runs import awaits_approval, deploy, get_run, start_deployment, steps_by_id, wait_for_run
+from tests.helpers.identity import users_in_teams
 
 pytestmark = pytest.mark.postgres
 
@@ -36,26 +37,12 @@ def _score(name: str) -> str:
 async def setup(platform):
     """Teams payments and web; developers pam (payments), wes (web) and nora (no team), a
     platform engineer pat (no team); pam's application `cart` deployed to dev (team payments)."""
-    admin = await platform.login_admin()
-    auth = [("authorization", f"Bearer {admin}")]
-    channel = platform.channel("identity")
-    try:
-        stub = identity_pb2_grpc.IdentityServiceStub(channel)
-        for team in ("payments", "web"):
-            await stub.CreateTeam(identity_pb2.CreateTeamRequest(team=identity_pb2.Team(name=f"teams/{team}")),
-                                  metadata=auth)
-        for username, role, teams in (("pam", identity_pb2.ROLE_DEVELOPER, ["payments"]),
-                                      ("wes", identity_pb2.ROLE_DEVELOPER, ["web"]),
-                                      ("nora", identity_pb2.ROLE_DEVELOPER, []),
-                                      ("pat", identity_pb2.ROLE_PLATFORM_ENGINEER, [])):
-            user = identity_pb2.User(username=username, roles=[role], teams=[f"teams/{t}" for t in teams],
-                                     password="correct-horse-battery")
-            await stub.CreateUser(identity_pb2.CreateUserRequest(user=user), metadata=auth)
-    finally:
-        await channel.close()
-    tokens = {"admin": admin}
-    for username in ("pam", "wes", "nora", "pat"):
-        tokens[username] = await platform.login(username, "correct-horse-battery")
+    tokens = await users_in_teams(platform, ("payments", "web"), (
+        ("pam", identity_pb2.ROLE_DEVELOPER, ["payments"]),
+        ("wes", identity_pb2.ROLE_DEVELOPER, ["web"]),
+        ("nora", identity_pb2.ROLE_DEVELOPER, []),
+        ("pat", identity_pb2.ROLE_PLATFORM_ENGINEER, []),
+    ))
     async with platform.http(tokens["pam"]) as http:
         deployed = await deploy(http, _score("cart"))
     assert deployed["team"] == "teams/payments"

@@ -15,10 +15,11 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from innominatus.cli.main import main
-from innominatus.identity.v1 import identity_pb2, identity_pb2_grpc
+from innominatus.identity.v1 import identity_pb2
 from innominatus.kit.policy import default_policy_dir
 from tests.helpers.mesh import running_platform
 from tests.helpers.runs import create_deployment
+from tests.helpers.identity import users_in_teams
 
 pytestmark = pytest.mark.postgres
 
@@ -54,24 +55,10 @@ async def setup(tmp_path):
     shutil.copytree(default_policy_dir(), policies, ignore=shutil.ignore_patterns("__pycache__", "*_test.rego"))
     _write_quotas(policies, 2, 3)
     async with running_platform(tmp_path / "data", policy_dir=policies) as platform:
-        admin = await platform.login_admin()
-        auth = [("authorization", f"Bearer {admin}")]
-        channel = platform.channel("identity")
-        try:
-            stub = identity_pb2_grpc.IdentityServiceStub(channel)
-            for team in ("payments", "web"):
-                await stub.CreateTeam(identity_pb2.CreateTeamRequest(team=identity_pb2.Team(name=f"teams/{team}")),
-                                      metadata=auth)
-            for username, teams in (("pam", ["payments"]), ("wes", ["web"]), ("max", ["payments", "web"]),
-                                    ("nora", [])):
-                user = identity_pb2.User(username=username, roles=[identity_pb2.ROLE_DEVELOPER],
-                                         teams=[f"teams/{t}" for t in teams], password="correct-horse-battery")
-                await stub.CreateUser(identity_pb2.CreateUserRequest(user=user), metadata=auth)
-        finally:
-            await channel.close()
-        tokens = {"admin": admin}
-        for username in ("pam", "wes", "max", "nora"):
-            tokens[username] = await platform.login(username, "correct-horse-battery")
+        tokens = await users_in_teams(platform, ("payments", "web"), [
+            (username, identity_pb2.ROLE_DEVELOPER, teams)
+            for username, teams in (("pam", ["payments"]), ("wes", ["web"]), ("max", ["payments", "web"]), ("nora", []))
+        ])
         yield platform, tokens, policies
 
 

@@ -1,15 +1,11 @@
 """Reading the audit record from tests: records arrive through each service's outbox, so a
-test lists them (as the gateway would, over mTLS) and waits until what it expects is there."""
+test lists them (as the gateway would, over mTLS) and waits until what it expects is there
+(tests/helpers/polling.py)."""
 
 from __future__ import annotations
 
-import asyncio
-from typing import Awaitable, Callable, TypeVar
-
 from innominatus.audit.v1 import audit_pb2, audit_pb2_grpc
 from innominatus.kit.clients import secure_channel
-
-T = TypeVar("T")
 
 
 async def list_records(platform, token: str, **filters) -> list[audit_pb2.AuditRecord]:
@@ -22,14 +18,3 @@ async def list_records(platform, token: str, **filters) -> list[audit_pb2.AuditR
         )
     return list(response.records)
 
-
-async def eventually(predicate: Callable[[], Awaitable[T]], timeout: float = 20.0) -> T:
-    """Await ``predicate()`` every 0.1 s until it gives a truthy value (returned) or ``timeout``."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await predicate()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.1)

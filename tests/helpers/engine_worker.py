@@ -3,6 +3,7 @@
     python -m tests.helpers.engine_worker --database-url URL --worker-id w1 --marker-dir DIR
 
 Runs a Scheduler against the database until SIGTERM/SIGINT (or SIGKILL, which is the point).
+Tests start them through :class:`WorkerProcesses`.
 Step types it can execute:
 
 ``marker``  appends ``<idempotency key> <attempt> <worker>`` to ``DIR/<step>.log`` (one line per
@@ -19,10 +20,46 @@ import argparse
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 from innominatus.kit.db import Database
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class WorkerProcesses:
+    """Worker processes a test starts (``spawn``) and ``stop`` ends: SIGTERM, then SIGKILL after
+    15 s. Each one's output goes to ``<marker_dir>/<worker id>.out``."""
+
+    def __init__(self, database_url: str, marker_dir: Path) -> None:
+        self.database_url = database_url
+        self.marker_dir = marker_dir
+        self.started: list[subprocess.Popen] = []
+
+    def spawn(self, worker_id: str, *extra: str) -> subprocess.Popen:
+        with open(self.marker_dir / f"{worker_id}.out", "wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "tests.helpers.engine_worker", "--database-url", self.database_url,
+                 "--worker-id", worker_id, "--marker-dir", str(self.marker_dir), *extra],
+                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+            )
+        self.started.append(process)
+        return process
+
+    def stop(self) -> None:
+        for process in self.started:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.started:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def _append(path: Path, line: str) -> None:

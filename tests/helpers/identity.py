@@ -68,3 +68,21 @@ class IdentityClient:
     async def change_password(self, token: str, name: str, new: str, current: str = "") -> identity_pb2.User:
         request = identity_pb2.ChangePasswordRequest(name=name, current_password=current, new_password=new)
         return (await self.stub.ChangePassword(request, metadata=auth(token))).user
+
+
+async def users_in_teams(platform, teams, users) -> dict[str, str]:
+    """Create ``teams`` (names) and ``users`` (``(username, role, [team, ...])``, password
+    :data:`PASSWORD`); the access tokens by username, the bootstrap admin's as ``"admin"``."""
+    admin = await platform.login_admin()
+    client = IdentityClient(platform)
+    try:
+        for team in teams:
+            await client.stub.CreateTeam(identity_pb2.CreateTeamRequest(team=identity_pb2.Team(name=f"teams/{team}")),
+                                         metadata=auth(admin))
+        tokens = {"admin": admin}
+        for username, role, member_of in users:
+            tokens[username] = await client.create_and_login(admin, username, role,
+                                                             teams=[f"teams/{t}" for t in member_of])
+    finally:
+        await client.close()
+    return tokens
